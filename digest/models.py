@@ -1,0 +1,282 @@
+"""Frozen values passed between stages.
+
+Config types live here too: every stage receives the slice of configuration it needs
+as a value, so no stage has to import the loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """A configured source. `url` is an http(s) URL or an absolute local path."""
+
+    name: str
+    url: str
+    section: str = "News"
+    priority: int = 0
+
+    @property
+    def is_local(self) -> bool:
+        return not self.url.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewsletterSettings:
+    title: str = "Daily Digest"
+    tagline: str = ""
+    sender: str = "digest@localhost"
+    reply_to: str = ""
+    base_url: str = ""
+    timezone: str = "UTC"
+    max_stories: int = 40
+    subject: str = "{title}: {date}: {top_story}"
+    postal_address: str = ""
+    unsubscribe_mailto: str = ""
+    window: float = 48 * 3600.0
+    """Seconds: on a feed's first poll, only entries this close to its newest are news."""
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    send_at: str = "07:00"
+    poll_every: float = 3600.0
+    send_if_empty: bool = False
+    weekdays: tuple[str, ...] = ()
+    catch_up_grace: float = 6 * 3600.0
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    timeout: float = 20.0
+    max_bytes: int = 10 * 1024 * 1024
+    allow_hosts: tuple[str, ...] = ()
+    concurrency: int = 32
+    per_host_delay: float = 0.0
+    max_redirects: int = 5
+    max_entries: int = 200
+    user_agent: str = "digest/0.1 (+https://github.com/digest/digest; daily newsletter)"
+
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "localhost"
+    port: int = 25
+    security: str = "starttls"
+    username: str = ""
+    password_env: str = "DIGEST_SMTP_PASSWORD"  # noqa: S105 - a variable name, not a password
+    connections: int = 2
+    rate_per_second: float = 0.0
+    timeout: float = 60.0
+    max_retry_hours: float = 0.0
+    """0 means: retry until the next edition."""
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    transport: str = "maildir"
+    maildir: Path = Path("outbox")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    listen: str = "127.0.0.1:8025"
+    secret_env: str = "DIGEST_SECRET"  # noqa: S105 - a variable name
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    newsletter: NewsletterSettings
+    schedule: ScheduleSettings
+    state_path: Path
+    fetch: FetchSettings
+    grouping: GroupingSettings
+    delivery: DeliverySettings
+    smtp: SmtpSettings
+    web: WebSettings
+    feeds: tuple[FeedSpec, ...]
+    subscribers: tuple[Subscriber, ...]
+    templates_dir: Path | None = None
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """Configured sections in first-seen feed order: the order of the email."""
+        return tuple(dict.fromkeys(f.section for f in self.feeds))
+
+
+# --------------------------------------------------------------------------- fetch/parse
+
+
+@dataclass(frozen=True)
+class Validators:
+    """HTTP cache validators remembered per feed for conditional GET."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What one feed's poll produced. `body` is None for 304 or on error."""
+
+    feed: FeedSpec
+    body: bytes | None
+    validators: Validators = Validators()
+    status: int = 200
+    error: str | None = None
+    new_url: str | None = None
+    gone: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One normalised item. `id` is stable across polls; `link` is canonical."""
+
+    id: str
+    feed: str
+    link: str
+    title: str
+    summary: str
+    published: datetime
+    section: str = "News"
+    priority: int = 0
+    guid: str = ""
+    summary_html: str = ""
+    categories: tuple[str, ...] = ()
+    image: str | None = None
+    image_alt: str = ""
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    feed: FeedSpec
+    entries: tuple[Entry, ...]
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- edition
+
+
+@dataclass(frozen=True)
+class Story:
+    """One event: a lead report, other outlets' reports, and the terms that tied them."""
+
+    lead: Entry
+    also: tuple[Entry, ...] = ()
+    terms: tuple[str, ...] = ()
+
+    @property
+    def section(self) -> str:
+        return self.lead.section
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        return (self.lead, *self.also)
+
+
+@dataclass(frozen=True)
+class Edition:
+    """One day's digest: frozen once recorded."""
+
+    day: date
+    stories: tuple[Story, ...]
+    created_at: datetime
+    overflow: int = 0
+    feed_health: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.day.isoformat()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One rendering of an edition for a set of sections, with personalisation markers."""
+
+    topics: tuple[str, ...]
+    subject: str
+    html: str
+    text: str
+    story_count: int
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A subscriber plus what substitution needs for their copy."""
+
+    subscriber: Subscriber
+    message_id: str
+    unsubscribe_url: str
+    unsubscribe_mailto: str
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    email: str
+    status: str  # "sent" | "retrying" | "failed"
+    code: int = 0
+    text: str = ""
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """What one `send` did, for the one summary line."""
+
+    feeds: int
+    feeds_failed: int
+    new_entries: int
+    stories: int
+    delivered: int
+    recipients: int
+    retrying: int = 0
+    failed: int = 0
+    edition: str = ""
+    note: str = ""
+    destination: str = ""
+    per_subscriber: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        feeds = f"{self.feeds} feeds" + (f" ({self.feeds_failed} failed)" if self.feeds_failed else "")
+        parts = [feeds, f"{self.new_entries} new entries", f"{self.stories} stories"]
+        if self.note:
+            parts.append(self.note)
+        else:
+            parts.append(f"delivered to {self.delivered} of {self.recipients} subscribers")
+            if self.retrying:
+                parts.append(f"{self.retrying} to retry")
+            if self.failed:
+                parts.append(f"{self.failed} failed")
+        line = ", ".join(parts)
+        return f"{line} ({self.destination})" if self.destination else line
+
+
+# Personalisation markers: rendered into the edition once, replaced per subscriber after
+# inlining (plain ASCII word characters so that no HTML or URL serialiser alters them).
+NAME_MARK = "__DIGEST_SUBSCRIBER_NAME__"
+EMAIL_MARK = "__DIGEST_SUBSCRIBER_EMAIL__"
+UNSUBSCRIBE_MARK = "__DIGEST_UNSUBSCRIBE_URL__"

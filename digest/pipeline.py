@@ -1,0 +1,192 @@
+"""The flow, in one place: poll -> build the edition -> render -> deliver.
+
+    config -> fetch -> parse -> store -> select -> group -> render -> inline -> deliver
+
+Drivers (cli, schedule, preview) call these functions and never copy them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from . import deliver, fetch, group, inline, mail, parse, render, select
+from .models import Config, DeliveryOutcome, Edition, Entry, Recipient, Rendered, SendReport, Subscriber
+from .store import Store
+
+log = logging.getLogger(__name__)
+MAX_AGE = 7 * 86400.0
+"""Entries first seen longer ago than this and never mailed are no longer news."""
+
+
+@dataclass(frozen=True)
+class PollReport:
+    feeds: int
+    failed: int
+    new_entries: int
+    fresh: tuple[Entry, ...] = ()
+
+
+def poll(config: Config, store: Store, now: datetime, *, persist: bool = True) -> PollReport:
+    """Fetch and parse every feed; store new entries unless `persist` is off (preview)."""
+    results = fetch.fetch_all(config.feeds, store.validators() if persist else {}, config.fetch)
+    failed, new, fresh = 0, 0, []
+    for result in results:
+        parsed = parse.parse_feed(result.feed, result.body, now, config.fetch.max_entries) if result.body else None
+        failed += bool(result.error or (parsed and parsed.error))
+        if persist:
+            new += store.record_poll(result, parsed, now, config.newsletter.window)
+        elif parsed:
+            fresh.extend(store.unseen(parsed, config.newsletter.window))
+    log.info("poll: %d feeds, %d failed, %d new entries", len(results), failed, new)
+    return PollReport(len(results), failed, new, tuple(fresh))
+
+
+def edition_day(config: Config, now: datetime) -> date:
+    return now.astimezone(ZoneInfo(config.newsletter.timezone)).date()
+
+
+def build_edition(config: Config, store: Store, now: datetime, extra: Sequence[Entry] = ()) -> Edition:
+    """The edition that a send at `now` would freeze: pending entries, grouped and arranged."""
+    entries = {e.id: e for e in store.pending_entries(now, MAX_AGE)}
+    entries.update({e.id: e for e in extra})
+    stories = group.group(list(entries.values()), config.grouping)
+    health = [f"{name}: {reason} ({count} polls)" for name, reason, count, _ in store.feed_health(min_errors=3)]
+    return select.arrange(
+        stories, config.sections, config.newsletter.max_stories, edition_day(config, now), now, health
+    )
+
+
+def render_edition(config: Config, edition: Edition, topics: Sequence[str]) -> Rendered:
+    """One section set: render, then inline once; personalisation comes later by substitution."""
+    stories = select.for_topics(edition, topics)
+    rendered = render.render(edition, stories, topics, config.newsletter, config.templates_dir)
+    return Rendered(rendered.topics, rendered.subject, inline.inline_css(rendered.html), rendered.text, len(stories))
+
+
+def topic_key(subscriber: Subscriber) -> tuple[str, ...]:
+    return tuple(sorted(set(subscriber.topics)))
+
+
+def send_edition(
+    config: Config,
+    store: Store,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SendReport:
+    """Poll, freeze (or resume) today's edition, deliver what is still owed. Exactly once per day."""
+    with store.lock("send", "sending"):
+        polled = poll(config, store, now)
+        day = edition_day(config, now)
+        edition = store.edition(day)
+        if edition is None:
+            edition = build_edition(config, store, now)
+            if not edition.stories and not config.schedule.send_if_empty:
+                return _report(config, polled, edition, note="nothing new: no edition sent")
+            if dry_run:
+                return _report(config, polled, edition, note="dry run: nothing recorded or sent")
+            renders = {k: render_edition(config, edition, k) for k in {topic_key(s) for s in config.subscribers}}
+            store.record_edition(edition, list(renders.values()))
+        elif dry_run:
+            return _report(config, polled, edition, note=f"dry run: edition {day} exists")
+        return _deliver(config, store, edition, now, polled, should_stop)
+
+
+def _deliver(
+    config: Config, store: Store, edition: Edition, now: datetime, polled: PollReport, should_stop: Callable[[], bool]
+) -> SendReport:
+    suppressed = store.suppressed()
+    subscribers = [s for s in config.subscribers if s.email.lower() not in suppressed]
+    renders = store.renders(edition.day)
+    composers: dict[tuple[str, ...], mail.Composer] = {}
+    for key in {topic_key(s) for s in subscribers}:
+        if key not in renders:  # a subscriber added after the edition was frozen
+            renders[key] = render_edition(config, edition, key)
+            store.add_render(edition.day, renders[key])
+        composers[key] = mail.Composer(renders[key], renders[key].html, config.newsletter, edition.day, now)
+    wanted = [s for s in subscribers if renders[topic_key(s)].story_count or config.schedule.send_if_empty]
+    store.ensure_deliveries(edition.day, [s.email for s in wanted], now)
+    state = store.deliveries(edition.day)
+    due = [s for s in wanted if state[s.email][0] == "pending" or _retry_due(state[s.email], now)]
+    secret = os.environ.get(config.web.secret_env, "").encode() or store.secret()
+    owed = [mail.recipient(s, edition.day, config.newsletter, secret) for s in due]
+    by_email = {s.email: topic_key(s) for s in subscribers}
+
+    def build(to: Recipient) -> bytes:
+        return composers[by_email[to.subscriber.email]].message(to)
+
+    def record(outcome: DeliveryOutcome) -> None:
+        store.record_delivery(edition.day, outcome, now, None if outcome.status != "retrying" else now)
+
+    if config.delivery.transport == "maildir":
+        deliver.to_maildir(config.delivery.maildir, owed, build, record)
+        where = f"Maildir {config.delivery.maildir}"
+    else:
+        deliver.to_smtp(config.smtp, config.newsletter.sender, owed, build, record, should_stop)
+        where = f"SMTP {config.smtp.host}:{config.smtp.port}"
+    counts = store.delivery_counts(edition.day)
+    note = "" if owed else f"edition {edition.key} already delivered: nothing new to send"
+    return _report(config, polled, edition, counts=counts, recipients=len(wanted), note=note, where=where)
+
+
+def _retry_due(state: tuple[str, int, datetime | None], now: datetime) -> bool:
+    status, _attempts, next_attempt = state
+    return status == "retrying" and (next_attempt is None or next_attempt <= now)
+
+
+def _report(
+    config: Config,
+    polled: PollReport,
+    edition: Edition,
+    *,
+    counts: dict[str, int] | None = None,
+    recipients: int = 0,
+    note: str = "",
+    where: str = "",
+) -> SendReport:
+    counts = counts or {}
+    return SendReport(
+        feeds=polled.feeds,
+        feeds_failed=polled.failed,
+        new_entries=polled.new_entries,
+        stories=len(edition.stories),
+        delivered=counts.get("sent", 0),
+        recipients=recipients,
+        retrying=counts.get("retrying", 0),
+        failed=counts.get("failed", 0),
+        edition=edition.key,
+        note=note,
+        destination=where,
+    )
+
+
+def next_edition(config: Config, store: Store, now: datetime, *, offline: bool = False) -> Edition:
+    """What the next send would deliver, built in memory: nothing is stored (preview)."""
+    day = edition_day(config, now)
+    existing = store.edition(day)
+    if existing is not None:
+        return existing
+    fresh = () if offline else poll(config, store, now, persist=False).fresh
+    return build_edition(config, store, now, extra=fresh)
+
+
+def preview_message(
+    config: Config, edition: Edition, subscriber: Subscriber | None, now: datetime
+) -> tuple[Rendered, bytes]:
+    """One subscriber's copy (or a sample reader's) exactly as it would be mailed."""
+    reader = subscriber or Subscriber("reader@example.com", "Reader")
+    rendered = render_edition(config, edition, topic_key(reader))
+    composer = mail.Composer(rendered, rendered.html, config.newsletter, edition.day, now)
+    to = mail.recipient(reader, edition.day, config.newsletter, b"preview")
+    return rendered, composer.message(to)
+
+
+def preview_html(config: Config, store: Store, now: datetime, subscriber: Subscriber | None = None) -> str:
+    _rendered, message = preview_message(config, next_edition(config, store, now), subscriber, now)
+    return mail.html_part(message)

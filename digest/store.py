@@ -1,0 +1,363 @@
+"""SQLite state: entries seen, HTTP validators, feed health, editions, deliveries.
+
+WAL with synchronous=FULL; every state change is its own transaction, committed before
+the next side effect, so a crash loses nothing that was acknowledged. A delivery row is
+marked sent only after the SMTP server's 250 (see deliver.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import LockedError, StateError
+from .models import DeliveryOutcome, Edition, Entry, FetchResult, ParseResult, Rendered, Story, Validators
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS feeds (
+    name TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, first_polled TEXT,
+    last_polled TEXT, last_ok TEXT, error TEXT, error_count INTEGER NOT NULL DEFAULT 0,
+    error_since TEXT, new_url TEXT, gone INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS entries (
+    id TEXT PRIMARY KEY, feed TEXT NOT NULL, data TEXT NOT NULL, first_seen TEXT NOT NULL,
+    eligible INTEGER NOT NULL, edition TEXT);
+CREATE INDEX IF NOT EXISTS entries_pending ON entries (edition, eligible, first_seen);
+CREATE TABLE IF NOT EXISTS editions (
+    day TEXT PRIMARY KEY, created_at TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS renders (
+    day TEXT NOT NULL, topics TEXT NOT NULL, subject TEXT NOT NULL, html TEXT NOT NULL,
+    text TEXT NOT NULL, story_count INTEGER NOT NULL, PRIMARY KEY (day, topics));
+CREATE TABLE IF NOT EXISTS deliveries (
+    day TEXT NOT NULL, email TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt TEXT, code INTEGER, text TEXT, message_id TEXT, updated TEXT,
+    PRIMARY KEY (day, email));
+CREATE TABLE IF NOT EXISTS suppressions (email TEXT PRIMARY KEY, at TEXT NOT NULL, reason TEXT NOT NULL);
+"""
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class Store:
+    """One open state database. Use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+            self._check_version()
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open the state database: {exc}") from exc
+        self._locks: list[int] = []
+
+    def _check_version(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StateError(f"{self.path}: state was written by a newer digest (schema {row[0]}); upgrade digest")
+
+    def close(self) -> None:
+        for fd in self._locks:
+            os.close(fd)
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @contextmanager
+    def lock(self, name: str, what: str) -> Iterator[None]:
+        """An exclusive advisory lock beside the database: held for the whole job, freed by the OS on a crash."""
+        lock_path = self.path.with_name(f"{self.path.name}.{name}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(
+                f"another digest process is already {what} with {self.path} (lock {lock_path}); wait for it to finish"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # ------------------------------------------------------------------ feeds
+
+    def validators(self) -> dict[str, Validators]:
+        rows = self.db.execute("SELECT name, etag, last_modified FROM feeds")
+        return {name: Validators(etag, lm) for name, etag, lm in rows}
+
+    def record_poll(self, fetched: FetchResult, parsed: ParseResult | None, now: datetime, window: float) -> int:
+        """Store one feed's poll; returns how many entries were new. One transaction per feed."""
+        name = fetched.feed.name
+        error = fetched.error or (parsed.error if parsed else None)
+        with self.transaction() as db:
+            row = db.execute("SELECT first_polled FROM feeds WHERE name=?", (name,)).fetchone()
+            first_poll = row is None or row[0] is None
+            db.execute("INSERT OR IGNORE INTO feeds (name) VALUES (?)", (name,))
+            if error:
+                db.execute(
+                    "UPDATE feeds SET last_polled=?, error=?, error_count=error_count+1,"
+                    " error_since=COALESCE(error_since, ?), gone=?, new_url=COALESCE(?, new_url) WHERE name=?",
+                    (_iso(now), error, _iso(now), int(fetched.gone), fetched.new_url, name),
+                )
+                return 0
+            db.execute(
+                "UPDATE feeds SET etag=?, last_modified=?, first_polled=COALESCE(first_polled, ?),"
+                " last_polled=?, last_ok=?, error=NULL, error_count=0, error_since=NULL, new_url=?, gone=0"
+                " WHERE name=?",
+                (
+                    fetched.validators.etag,
+                    fetched.validators.last_modified,
+                    _iso(now),
+                    _iso(now),
+                    _iso(now),
+                    fetched.new_url,
+                    name,
+                ),
+            )
+            entries = parsed.entries if parsed else ()
+            cutoff = _backlog_cutoff(entries, window) if first_poll else None
+            new = 0
+            for entry in entries:
+                eligible = cutoff is None or entry.published >= cutoff
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO entries (id, feed, data, first_seen, eligible) VALUES (?,?,?,?,?)",
+                    (entry.id, name, json.dumps(_entry_dict(entry)), _iso(now), int(eligible)),
+                )
+                new += cursor.rowcount * int(eligible)
+            return new
+
+    def unseen(self, parsed: ParseResult, window: float) -> list[Entry]:
+        """What `record_poll` would store as news, without writing (for the preview)."""
+        known = {i for (i,) in self.db.execute("SELECT id FROM entries WHERE feed=?", (parsed.feed.name,))}
+        polled = self.db.execute("SELECT first_polled FROM feeds WHERE name=?", (parsed.feed.name,)).fetchone()
+        cutoff = _backlog_cutoff(parsed.entries, window) if not polled or not polled[0] else None
+        return [e for e in parsed.entries if e.id not in known and (cutoff is None or e.published >= cutoff)]
+
+    def secret(self) -> bytes:
+        """A random key made once per state, used for unsubscribe tokens when none is configured."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='secret'").fetchone()
+        if row:
+            return bytes.fromhex(row[0])
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('secret', ?)", (os.urandom(32).hex(),))
+        return self.secret()
+
+    def feed_health(self, min_errors: int = 1) -> list[tuple[str, str, int, str | None]]:
+        """(name, reason, consecutive failures, failing since) for feeds now failing."""
+        rows = self.db.execute(
+            "SELECT name, error, error_count, error_since FROM feeds WHERE error IS NOT NULL AND error_count>=?"
+            " ORDER BY name",
+            (min_errors,),
+        )
+        return [(n, e, c, s) for n, e, c, s in rows]
+
+    # ------------------------------------------------------------------ entries
+
+    def pending_entries(self, now: datetime, max_age: float) -> list[Entry]:
+        """Entries first seen within `max_age` before `now`, in no edition yet."""
+        since = _iso(now - timedelta(seconds=max_age))
+        rows = self.db.execute(
+            "SELECT data FROM entries WHERE edition IS NULL AND eligible=1 AND first_seen>=? AND first_seen<=?",
+            (since, _iso(now)),
+        )
+        return [_entry_from(json.loads(data)) for (data,) in rows]
+
+    # ------------------------------------------------------------------ editions
+
+    def edition(self, day: date) -> Edition | None:
+        row = self.db.execute("SELECT data FROM editions WHERE day=?", (day.isoformat(),)).fetchone()
+        return _edition_from(json.loads(row[0])) if row else None
+
+    def editions(self, limit: int = 30) -> list[Edition]:
+        rows = self.db.execute("SELECT data FROM editions ORDER BY day DESC LIMIT ?", (limit,))
+        return [_edition_from(json.loads(data)) for (data,) in rows]
+
+    def latest_edition_time(self) -> datetime | None:
+        row = self.db.execute("SELECT MAX(created_at) FROM editions").fetchone()
+        return _when(row[0]) if row and row[0] else None
+
+    def record_edition(self, edition: Edition, renders: Sequence[Rendered]) -> None:
+        """Freeze the edition, its renderings and its entries in one transaction."""
+        day = edition.key
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM editions WHERE day=?", (day,)).fetchone():
+                raise StateError(f"edition {day} already exists; it is never rebuilt silently")
+            db.execute(
+                "INSERT INTO editions VALUES (?,?,?)",
+                (day, _iso(edition.created_at), json.dumps(_edition_dict(edition))),
+            )
+            ids = [e.id for story in edition.stories for e in story.entries]
+            db.executemany("UPDATE entries SET edition=? WHERE id=?", [(day, i) for i in ids])
+            db.executemany(
+                "INSERT INTO renders VALUES (?,?,?,?,?,?)",
+                [(day, json.dumps(list(r.topics)), r.subject, r.html, r.text, r.story_count) for r in renders],
+            )
+
+    def renders(self, day: date) -> dict[tuple[str, ...], Rendered]:
+        rows = self.db.execute(
+            "SELECT topics, subject, html, text, story_count FROM renders WHERE day=?", (day.isoformat(),)
+        )
+        out = {}
+        for topics, subject, html_, text, count in rows:
+            key = tuple(json.loads(topics))
+            out[key] = Rendered(key, subject, html_, text, count)
+        return out
+
+    def add_render(self, day: date, rendered: Rendered) -> None:
+        """A topic set first met after the edition was frozen (a subscriber added later)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO renders VALUES (?,?,?,?,?,?)",
+                (
+                    day.isoformat(),
+                    json.dumps(list(rendered.topics)),
+                    rendered.subject,
+                    rendered.html,
+                    rendered.text,
+                    rendered.story_count,
+                ),
+            )
+
+    # ------------------------------------------------------------------ deliveries
+
+    def ensure_deliveries(self, day: date, emails: Iterable[str], now: datetime) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries (day, email, status, updated) VALUES (?,?,'pending',?)",
+                [(day.isoformat(), e, _iso(now)) for e in emails],
+            )
+
+    def deliveries(self, day: date) -> dict[str, tuple[str, int, datetime | None]]:
+        """email -> (status, attempts, next attempt)."""
+        rows = self.db.execute(
+            "SELECT email, status, attempts, next_attempt FROM deliveries WHERE day=?", (day.isoformat(),)
+        )
+        return {e: (s, a, _when(n) if n else None) for e, s, a, n in rows}
+
+    def record_delivery(
+        self, day: date, outcome: DeliveryOutcome, now: datetime, next_attempt: datetime | None
+    ) -> None:
+        """Committed right after the server's reply, before the next message goes out."""
+        self.db.execute(
+            "UPDATE deliveries SET status=?, attempts=attempts+1, next_attempt=?, code=?, text=?,"
+            " message_id=?, updated=? WHERE day=? AND email=?",
+            (
+                outcome.status,
+                _iso(next_attempt) if next_attempt else None,
+                outcome.code,
+                outcome.text[:500],
+                outcome.message_id,
+                _iso(now),
+                day.isoformat(),
+                outcome.email,
+            ),
+        )
+
+    def delivery_counts(self, day: date) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT status, COUNT(*) FROM deliveries WHERE day=? GROUP BY status", (day.isoformat(),)
+        )
+        return dict(rows.fetchall())
+
+    def failures(self, day: date) -> list[tuple[str, str, int, str]]:
+        rows = self.db.execute(
+            "SELECT email, status, code, text FROM deliveries WHERE day=? AND status IN ('failed','retrying')"
+            " ORDER BY email",
+            (day.isoformat(),),
+        )
+        return [(e, s, c or 0, t or "") for e, s, c, t in rows]
+
+    # ------------------------------------------------------------------ suppressions
+
+    def suppressed(self) -> set[str]:
+        return {e for (e,) in self.db.execute("SELECT email FROM suppressions")}
+
+    def suppress(self, email: str, now: datetime, reason: str) -> bool:
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO suppressions VALUES (?,?,?)", (email.lower(), _iso(now), reason)
+        )
+        return cursor.rowcount > 0
+
+
+def _backlog_cutoff(entries: Sequence[Entry], window: float) -> datetime | None:
+    """On a feed's first poll only its latest `window` is news: no months-long backlog."""
+    if not entries:
+        return None
+    return max(e.published for e in entries) - timedelta(seconds=window)
+
+
+def _entry_dict(entry: Entry) -> dict[str, Any]:
+    data = asdict(entry)
+    data["published"] = _iso(entry.published)
+    return data
+
+
+def _entry_from(data: dict[str, Any]) -> Entry:
+    data = dict(data)
+    data["published"] = _when(data["published"])
+    data["categories"] = tuple(data.get("categories", ()))
+    return Entry(**data)
+
+
+def _edition_dict(edition: Edition) -> dict[str, Any]:
+    return {
+        "day": edition.key,
+        "created_at": _iso(edition.created_at),
+        "overflow": edition.overflow,
+        "feed_health": list(edition.feed_health),
+        "stories": [
+            {"lead": _entry_dict(s.lead), "also": [_entry_dict(e) for e in s.also], "terms": list(s.terms)}
+            for s in edition.stories
+        ],
+    }
+
+
+def _edition_from(data: dict[str, Any]) -> Edition:
+    stories = tuple(
+        Story(_entry_from(s["lead"]), tuple(_entry_from(e) for e in s["also"]), tuple(s["terms"]))
+        for s in data["stories"]
+    )
+    return Edition(
+        day=date.fromisoformat(data["day"]),
+        stories=stories,
+        created_at=_when(data["created_at"]),
+        overflow=data.get("overflow", 0),
+        feed_health=tuple(data.get("feed_health", ())),
+    )
