@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -134,12 +134,29 @@ def status(obj: Context, now: str | None) -> None:
             counts = store.delivery_counts(edition.day)
             parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("sent", "pending", "retrying", "failed"))
             click.echo(f"{edition.key}: {len(edition.stories)} stories; {parts}")
-            for email, state, code, text in store.failures(edition.day):
-                click.echo(f"  {state} {email}: {code} {text}")
+            for line in _delivery_problems(store, edition.day):
+                click.echo(line)
         health = store.feed_health()
         click.echo("Feeds: all healthy." if not health else "Failing feeds:")
         for name, reason, count, since in health:
             click.echo(f"  {name}: {reason} ({count} failed polls since {since})")
+
+
+def _delivery_problems(store: Store, day: date, max_retrying: int = 20) -> list[str]:
+    """Every failed address with the server's reply; the retrying ones (capped) with their next attempt."""
+    lines, retrying = [], 0
+    for email, state, code, text, next_attempt in store.delivery_problems(day):
+        reply = f"{code} {text}" if code else text
+        if state == "failed":
+            lines.append(f"  failed {email}: {reply}")
+            continue
+        retrying += 1
+        if retrying <= max_retrying:
+            when = f" (next attempt {next_attempt:%Y-%m-%d %H:%M} UTC)" if next_attempt else ""
+            lines.append(f"  retrying {email}: {reply}{when}")
+    if retrying > max_retrying:
+        lines.append(f"  ... and {retrying - max_retrying} more retrying")
+    return lines
 
 
 def _preview_output(config: Config, output: Path, now: datetime) -> None:

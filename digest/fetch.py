@@ -1,24 +1,119 @@
 """Poll feeds: bytes in, never parsed here.
 
-All feeds are fetched concurrently (asyncio + httpx), each bounded by a total deadline
-and a size cap, with conditional GET. Every failure is contained in its FetchResult so
-one bad feed never stops the others.
+Feeds are written by strangers, so every fetch is bounded and contained:
+
+- a total deadline per feed (connect, redirects, headers and body: a 1 byte/s drip is cut off);
+- a cap on the *decompressed* body (we inflate gzip/deflate ourselves, `max_length` at a time,
+  so a gzip bomb never grows past the cap in memory);
+- at most `max_redirects` hops, http/https only;
+- no requests to loopback, private, link-local (cloud metadata), multicast, reserved or
+  unspecified addresses: the host is resolved with `resolve()` and checked before every hop
+  *and* again at connect time (the connection goes to the checked IP, so DNS rebinding
+  between check and connect does not help), unless the host is listed in [fetch] allow_hosts.
+  TLS still verifies the certificate against the host name.
+
+Every failure is contained in its FetchResult with a reason that starts with its kind
+("timeout", "too large", "refused address", "HTTP 404", ...), so one bad feed never
+stops the others and `digest status` can say why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import time
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
-import httpx
+import httpcore
 
 from .models import FeedSpec, FetchResult, FetchSettings, Validators
 
 log = logging.getLogger(__name__)
+
+_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class Refused(Exception):
+    """A URL or address the fetch policy does not allow; the message is the reason."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to. Module-level so that tests can stub DNS."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def blocked(address: str) -> bool:
+    """True for any address a feed must not make us talk to (only global unicast passes)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        not ip.is_global
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+    )
+
+
+async def checked_addresses(host: str, port: int, allow_hosts: Iterable[str]) -> list[str]:
+    """The addresses to connect to, or Refused if any of them is not allowed."""
+    try:
+        addresses = await resolve(host, port)
+    except OSError as exc:
+        raise Refused(f"cannot resolve {host}: {exc.strerror or exc}") from None
+    if not addresses:
+        raise Refused(f"cannot resolve {host}: no address")
+    if host.lower().strip("[]") in allow_hosts:
+        return addresses
+    bad = [a for a in addresses if blocked(a)]
+    if bad:
+        raise Refused(f"refused address: {host} resolves to {bad[0]} (not a public address; see [fetch] allow_hosts)")
+    return addresses
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to addresses that pass the policy, resolved and checked right here."""
+
+    def __init__(self, allow_hosts: tuple[str, ...]) -> None:
+        self.inner = httpcore.AnyIOBackend()
+        self.allow_hosts = allow_hosts
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await checked_addresses(host, port, self.allow_hosts)
+        error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
 
 
 def fetch_all(
@@ -37,32 +132,41 @@ async def _fetch_all(
 ) -> list[FetchResult]:
     limit = asyncio.Semaphore(settings.concurrency)
     hosts = _HostSpacing(settings.per_host_delay)
-    timeout = httpx.Timeout(settings.timeout)
-    limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
-    headers = {"User-Agent": settings.user_agent, "Accept": _ACCEPT}
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers, follow_redirects=False) as client:
+    allow = tuple(h.lower() for h in settings.allow_hosts)
+    async with httpcore.AsyncConnectionPool(
+        max_connections=settings.concurrency,
+        max_keepalive_connections=settings.concurrency,
+        network_backend=_GuardedBackend(allow),
+    ) as pool:
 
         async def one(feed: FeedSpec) -> FetchResult:
             async with limit:
-                start = time.monotonic()
-                if feed.is_local:
-                    result = await asyncio.to_thread(_read_local, feed, settings.max_bytes)
-                else:
+                if not feed.is_local:
                     await hosts.wait(urlsplit(feed.url).hostname or "")
-                    cached = validators.get(feed.name, Validators())
-                    try:
-                        result = await asyncio.wait_for(_get(client, feed, cached, settings), settings.timeout)
-                    except TimeoutError:
-                        result = FetchResult(
-                            feed, None, cached, 0, f"timeout: no complete answer in {settings.timeout:g} s"
-                        )
-                log.info("fetch %s: %s (%.2f s)", feed.name, result.error or result.status, time.monotonic() - start)
-                return _timed(result, time.monotonic() - start)
+                start = time.monotonic()
+                result = await _fetch_one(pool, feed, validators.get(feed.name, Validators()), settings)
+                elapsed = time.monotonic() - start
+                log.info("fetch %s: %s (%.2f s)", feed.name, result.error or result.status, elapsed)
+                return _timed(result, elapsed)
 
         return list(await asyncio.gather(*(one(f) for f in feeds)))
 
 
-_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
+async def _fetch_one(
+    pool: httpcore.AsyncConnectionPool, feed: FeedSpec, cached: Validators, settings: FetchSettings
+) -> FetchResult:
+    if feed.is_local:
+        return await asyncio.to_thread(_read_local, feed, settings.max_bytes)
+    try:
+        return await asyncio.wait_for(_get(pool, feed, cached, settings), settings.timeout)
+    except TimeoutError:
+        return FetchResult(feed, None, cached, 0, f"timeout: no complete answer in {settings.timeout:g} s")
+    except Refused as exc:
+        return FetchResult(feed, None, cached, 0, str(exc) if str(exc).startswith("refused") else f"refused: {exc}")
+    except _TooLarge:
+        return FetchResult(feed, None, cached, 0, f"too large: over {settings.max_bytes} bytes (decompressed)")
+    except Exception as exc:  # noqa: BLE001 - one feed's failure never stops the others
+        return FetchResult(feed, None, cached, 0, f"network error: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def _timed(result: FetchResult, elapsed: float) -> FetchResult:
@@ -82,47 +186,105 @@ def _read_local(feed: FeedSpec, max_bytes: int) -> FetchResult:
     return FetchResult(feed, body)
 
 
-async def _get(client: httpx.AsyncClient, feed: FeedSpec, cached: Validators, settings: FetchSettings) -> FetchResult:
-    headers = {}
-    if cached.etag:
-        headers["If-None-Match"] = cached.etag
-    if cached.last_modified:
-        headers["If-Modified-Since"] = cached.last_modified
-    url, new_url = feed.url, None
+async def check_url(url: str, allow_hosts: Iterable[str]) -> None:
+    """Refused unless `url` is http(s) with a host whose addresses pass the policy."""
     try:
-        for _hop in range(settings.max_redirects + 1):
-            async with client.stream("GET", url, headers=headers) as response:
-                if response.is_redirect and "location" in response.headers:
-                    target = str(response.url.join(response.headers["location"]))
-                    if response.status_code in (301, 308) and new_url is None and url == feed.url:
-                        new_url = target
-                    url = target
-                    continue
-                return await _answer(feed, response, cached, settings.max_bytes, new_url)
-        return FetchResult(feed, None, cached, 0, f"too many redirects (over {settings.max_redirects})")
-    except httpx.HTTPError as exc:
-        return FetchResult(feed, None, cached, 0, f"network error: {type(exc).__name__}: {exc}")
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise Refused(f"refused URL: not a valid URL {url[:200]!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise Refused(f"refused URL: only http and https are fetched, got {url[:200]!r}")
+    if not parts.hostname:
+        raise Refused(f"refused URL: no host in {url[:200]!r}")
+    await checked_addresses(parts.hostname, port, tuple(allow_hosts))
+
+
+async def _get(
+    pool: httpcore.AsyncConnectionPool, feed: FeedSpec, cached: Validators, settings: FetchSettings
+) -> FetchResult:
+    headers = [("User-Agent", settings.user_agent), ("Accept", _ACCEPT), ("Accept-Encoding", "gzip, deflate")]
+    if cached.etag:
+        headers.append(("If-None-Match", cached.etag))
+    if cached.last_modified:
+        headers.append(("If-Modified-Since", cached.last_modified))
+    url, new_url, permanent = feed.url, None, True
+    allow = tuple(h.lower() for h in settings.allow_hosts)
+    for _hop in range(settings.max_redirects + 1):
+        await check_url(url, allow)
+        async with pool.stream("GET", url, headers=headers) as response:
+            location = _header(response, b"location")
+            if response.status in _REDIRECTS and location:
+                permanent = permanent and response.status in (301, 308)
+                url = urljoin(url, location)
+                new_url = url if permanent else new_url
+                continue
+            return await _answer(feed, url, response, cached, settings.max_bytes, new_url)
+    return FetchResult(feed, None, cached, 0, f"too many redirects: over {settings.max_redirects}", new_url)
+
+
+def _header(response: httpcore.Response, name: bytes) -> str | None:
+    for key, value in response.headers:
+        if key.lower() == name:
+            return value.decode("latin-1").strip()
+    return None
 
 
 async def _answer(
-    feed: FeedSpec, response: httpx.Response, cached: Validators, max_bytes: int, new_url: str | None
+    feed: FeedSpec, url: str, response: httpcore.Response, cached: Validators, max_bytes: int, new_url: str | None
 ) -> FetchResult:
-    status = response.status_code
+    status = response.status
     if status == 304:
         return FetchResult(feed, None, cached, 304, new_url=new_url)
     if status == 410:
-        return FetchResult(feed, None, cached, 410, "HTTP 410 Gone: the feed was removed", new_url, gone=True)
-    if status >= 400:
+        return FetchResult(feed, None, cached, 410, f"gone: HTTP 410 at {url}", new_url, gone=True)
+    if status >= 300:
         return FetchResult(feed, None, cached, status, f"HTTP {status}", new_url)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            return FetchResult(feed, None, cached, status, f"too large: over {max_bytes} bytes", new_url)
-        chunks.append(chunk)
-    fresh = Validators(response.headers.get("etag"), response.headers.get("last-modified"))
-    return FetchResult(feed, b"".join(chunks), fresh, status, new_url=new_url)
+    body = _Body(_header(response, b"content-encoding") or "identity", max_bytes)
+    async for chunk in response.aiter_stream():
+        body.feed(chunk)
+    fresh = Validators(_header(response, b"etag"), _header(response, b"last-modified"))
+    return FetchResult(feed, body.value(), fresh, status, new_url=new_url)
+
+
+class _Body:
+    """Collects a body, inflating gzip/deflate at most `cap` + 1 bytes at a time."""
+
+    def __init__(self, encoding: str, cap: int) -> None:
+        self.encoding = encoding.lower()
+        if self.encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+            raise Refused(f"refused content: unsupported Content-Encoding {encoding[:40]!r}")
+        self.cap = cap
+        self.size = 0
+        self.parts: list[bytes] = []
+        self.inflater: Any = None
+
+    def feed(self, data: bytes) -> None:
+        if self.encoding == "identity":
+            self._add(data)
+            return
+        if self.inflater is None and data:
+            zlib_header = len(data) > 1 and data[0] & 0x0F == 8 and (data[0] * 256 + data[1]) % 31 == 0
+            wbits = 47 if "gzip" in self.encoding else (15 if zlib_header else -15)
+            self.inflater = zlib.decompressobj(wbits)
+        while data:
+            try:
+                out = self.inflater.decompress(data, self.cap - self.size + 1)
+            except zlib.error as exc:
+                raise Refused(f"refused content: broken {self.encoding} body ({exc})") from None
+            self._add(out)
+            data = self.inflater.unconsumed_tail
+
+    def _add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.cap:
+            raise _TooLarge
+        self.parts.append(data)
+
+    def value(self) -> bytes:
+        if self.inflater is not None:
+            self._add(self.inflater.flush())
+        return b"".join(self.parts)
 
 
 class _HostSpacing:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from . import deliver, fetch, group, inline, mail, parse, render, select
@@ -101,6 +102,7 @@ def send_edition(
 def _deliver(
     config: Config, store: Store, edition: Edition, now: datetime, polled: PollReport, should_stop: Callable[[], bool]
 ) -> SendReport:
+    _give_up_stale(config, store, edition.day, now)
     suppressed = store.suppressed()
     subscribers = [s for s in config.subscribers if s.email.lower() not in suppressed]
     renders = store.renders(edition.day)
@@ -121,8 +123,15 @@ def _deliver(
     def build(to: Recipient) -> bytes:
         return composers[by_email[to.subscriber.email]].message(to)
 
-    def record(outcome: DeliveryOutcome) -> None:
-        store.record_delivery(edition.day, outcome, now, None if outcome.status != "retrying" else now)
+    attempts = {email: row[1] for email, row in state.items()}
+
+    def record(outcomes: Sequence[DeliveryOutcome]) -> None:
+        rows = []
+        for outcome in outcomes:
+            attempts[outcome.email] += 1
+            retry = outcome.status == "retrying"
+            rows.append((outcome, deliver.next_attempt(now, attempts[outcome.email]) if retry else None))
+        store.record_deliveries(edition.day, rows, now)
 
     if config.delivery.transport == "maildir":
         deliver.to_maildir(config.delivery.maildir, owed, build, record)
@@ -131,8 +140,16 @@ def _deliver(
         deliver.to_smtp(config.smtp, config.newsletter.sender, owed, build, record, should_stop)
         where = f"SMTP {config.smtp.host}:{config.smtp.port}"
     counts = store.delivery_counts(edition.day)
-    note = "" if owed else f"edition {edition.key} already delivered: nothing new to send"
+    note = "" if owed or counts.get("retrying") else f"edition {edition.key} already delivered: nothing new to send"
     return _report(config, polled, edition, counts=counts, recipients=len(wanted), note=note, where=where)
+
+
+def _give_up_stale(config: Config, store: Store, today: date, now: datetime) -> None:
+    """Owed messages past their retry lifetime (see deliver.give_up_reason) become `failed`."""
+    for day, created in store.owing_editions():
+        reason = deliver.give_up_reason(config.smtp, day, created, today, now)
+        if reason:
+            log.warning("edition %s: %d deliveries %s", day, store.give_up_deliveries(day, now, reason), reason)
 
 
 def _retry_due(state: tuple[str, int, datetime | None], now: datetime) -> bool:
@@ -166,14 +183,25 @@ def _report(
     )
 
 
-def next_edition(config: Config, store: Store, now: datetime, *, offline: bool = False) -> Edition:
-    """What the next send would deliver, built in memory: nothing is stored (preview)."""
+def next_edition(
+    config: Config, store: Store, now: datetime, *, offline: bool = False, fresh: Sequence[Entry] | None = None
+) -> Edition:
+    """What the next send would deliver, built in memory: nothing is stored (preview).
+
+    `fresh`: entries already polled with persist=False (the preview server polls once).
+    """
     day = edition_day(config, now)
     existing = store.edition(day)
     if existing is not None:
         return existing
-    fresh = () if offline else poll(config, store, now, persist=False).fresh
+    if fresh is None:
+        fresh = () if offline else poll(config, store, now, persist=False).fresh
     return build_edition(config, store, now, extra=fresh)
+
+
+def preview_templates() -> Path:
+    """The packaged templates of the preview pages (not the email's)."""
+    return render.packaged_templates() / "preview"
 
 
 def preview_message(

@@ -69,6 +69,26 @@ class Store:
             raise StateError(f"{path}: cannot open the state database: {exc}") from exc
         self._locks: list[int] = []
 
+    @classmethod
+    def read_only(cls, path: Path) -> Store:
+        """A view that cannot write and creates no file (the preview): an empty state if none exists.
+
+        With no -wal beside the file no other connection is open, so `immutable` reads it
+        without creating -wal/-shm files; with one, a plain read-only open shares them.
+        """
+        store = cls.__new__(cls)
+        store.path, store._locks = path, []
+        try:
+            if path.exists():
+                flags = "mode=ro" if path.with_name(path.name + "-wal").exists() else "mode=ro&immutable=1"
+                store.db = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True, isolation_level=None)
+            else:
+                store.db = sqlite3.connect(":memory:", isolation_level=None)
+                store.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot read the state database: {exc}") from exc
+        return store
+
     def _check_version(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
@@ -289,6 +309,48 @@ class Store:
                 outcome.email,
             ),
         )
+
+    def record_deliveries(
+        self, day: date, outcomes: Sequence[tuple[DeliveryOutcome, datetime | None]], now: datetime
+    ) -> None:
+        """Replies that arrived together (one per connection), in one commit before any connection goes on."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE deliveries SET status=?, attempts=attempts+1, next_attempt=?, code=?, text=?,"
+                " message_id=?, updated=? WHERE day=? AND email=?",
+                [
+                    (o.status, _iso(n) if n else None, o.code, o.text[:500], o.message_id, _iso(now),
+                     day.isoformat(), o.email)
+                    for o, n in outcomes
+                ],
+            )
+
+    def owing_editions(self) -> list[tuple[date, datetime]]:
+        """(day, created) of editions with deliveries still pending or retrying."""
+        rows = self.db.execute(
+            "SELECT e.day, e.created_at FROM editions e WHERE EXISTS (SELECT 1 FROM deliveries d"
+            " WHERE d.day=e.day AND d.status IN ('pending','retrying')) ORDER BY e.day"
+        )
+        return [(date.fromisoformat(d), _when(c)) for d, c in rows]
+
+    def give_up_deliveries(self, day: date, now: datetime, reason: str) -> int:
+        """Owed messages of `day` become `failed`, keeping the last server reply after the reason."""
+        cursor = self.db.execute(
+            "UPDATE deliveries SET status='failed', next_attempt=NULL, updated=?,"
+            " text=substr(? || COALESCE('; last reply: ' || CASE WHEN code>0 THEN code || ' ' || text ELSE text END,"
+            " ''), 1, 500) WHERE day=? AND status IN ('pending','retrying')",
+            (_iso(now), reason, day.isoformat()),
+        )
+        return cursor.rowcount
+
+    def delivery_problems(self, day: date) -> list[tuple[str, str, int, str, datetime | None]]:
+        """(email, status, code, text, next attempt) of the retrying and failed deliveries of `day`."""
+        rows = self.db.execute(
+            "SELECT email, status, code, text, next_attempt FROM deliveries WHERE day=?"
+            " AND status IN ('failed','retrying') ORDER BY status, email",
+            (day.isoformat(),),
+        )
+        return [(e, s, c or 0, t or "", _when(n) if n else None) for e, s, c, t, n in rows]
 
     def delivery_counts(self, day: date) -> dict[str, int]:
         rows = self.db.execute(
