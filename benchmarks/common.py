@@ -56,7 +56,20 @@ def load_pool(limit: int = 100_000) -> list[Item]:
 
 
 def synthetic_pool(n: int) -> list[Item]:
-    words = "launch orbit lunar station rocket satellite probe crew mission agency budget contract".split()
+    words = [
+        "launch",
+        "orbit",
+        "lunar",
+        "station",
+        "rocket",
+        "satellite",
+        "probe",
+        "crew",
+        "mission",
+        "agency",
+        "budget",
+        "contract",
+    ]
     out = []
     for i in range(n):
         story = i // 5
@@ -150,9 +163,22 @@ def helper(script: str, *args: str, lifetime: float = 900.0) -> Iterator[Helper]
             raise RuntimeError(f"{script} did not start (exit {process.poll()})")
         yield Helper(process, ports.pop("PORT"), ports)
     finally:
+        if process.stdout is not None:
+            process.stdout.close()
         process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def day_polls(polls: int) -> list[datetime]:
+    """When `digest fetch` runs through the benchmark day (the last one half an hour before the send)."""
+    step = timedelta(days=1) / polls
+    return [DAY_START + step * (g + 1) - timedelta(minutes=30) for g in range(polls)]
+
+
+def day_entry_time(k: int, per_feed: int) -> datetime:
+    """Entry `k` of a day feed: the feed's `per_feed` entries spread evenly over the day."""
+    return DAY_START + timedelta(days=1) * (k + 0.5) / per_feed

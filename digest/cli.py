@@ -18,6 +18,7 @@ import click
 
 from . import config as config_mod
 from . import pipeline
+from . import preview as preview_driver
 from .errors import DigestError
 from .models import Config
 from .store import Store
@@ -117,6 +118,24 @@ def fetch(obj: Context, now: str | None) -> None:
 
 
 @main.command()
+@click.option("--now", metavar="ISO8601", help="Start the daemon's clock at this time; it then advances (testing).")
+@click.pass_obj
+def run(obj: Context, now: str | None) -> None:
+    """The scheduler daemon: poll feeds every poll_every, send at send_at; stop with SIGTERM.
+
+    Example: digest --config /etc/digest/config.toml run
+    """
+    from . import schedule  # APScheduler is only needed here
+
+    if obj.verbose == 0:  # a daemon reports its polls and sends: one INFO line each
+        logging.getLogger("digest").setLevel(logging.INFO)
+        for chatty in ("digest.fetch", "digest.deliver"):  # one line per feed / message: -v shows them
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+    start = parse_now(now) if now or os.environ.get("DIGEST_NOW") else None
+    schedule.run(obj.config_path, start)
+
+
+@main.command()
 @now_option
 @click.pass_obj
 def status(obj: Context, now: str | None) -> None:
@@ -134,12 +153,16 @@ def status(obj: Context, now: str | None) -> None:
             counts = store.delivery_counts(edition.day)
             parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("sent", "pending", "retrying", "failed"))
             click.echo(f"{edition.key}: {len(edition.stories)} stories; {parts}")
+            if edition.feed_health:  # for the operator; never rendered to readers
+                click.echo(f"  feed health: {'; '.join(edition.feed_health)}")
             for line in _delivery_problems(store, edition.day):
                 click.echo(line)
         health = store.feed_health()
         click.echo("Feeds: all healthy." if not health else "Failing feeds:")
         for name, reason, count, since in health:
             click.echo(f"  {name}: {reason} ({count} failed polls since {since})")
+        for name, url in store.moved_feeds():
+            click.echo(f"  {name}: moved permanently to {url} (update its url in the config)")
 
 
 def _delivery_problems(store: Store, day: date, max_retrying: int = 20) -> list[str]:
@@ -159,23 +182,142 @@ def _delivery_problems(store: Store, day: date, max_retrying: int = 20) -> list[
     return lines
 
 
-def _preview_output(config: Config, output: Path, now: datetime) -> None:
-    with Store(config.state_path) as store:
-        html = pipeline.preview_html(config, store, now)
-    output.write_text(html, encoding="utf-8")
-
-
 @main.command()
 @now_option
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default="a free one", help="Port on 127.0.0.1.")
+@click.option("--no-open", is_flag=True, help="Do not open the browser.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the email HTML to FILE.")
+@click.option("--subscriber", metavar="EMAIL", help="Show this subscriber's copy (sections, name).")
+@click.option("--offline", is_flag=True, help="Do not poll the feeds first; use what the state holds.")
+@click.option(
+    "--archive", type=click.Path(file_okay=False, path_type=Path), help="Write past editions as static files to DIR."
+)
 @click.pass_obj
-def preview(obj: Context, now: str | None, output: Path | None) -> None:
-    """Show the next edition as it will arrive; changes no state.
+def preview(
+    obj: Context,
+    now: str | None,
+    port: int,
+    no_open: bool,
+    output: Path | None,
+    subscriber: str | None,
+    offline: bool,
+    archive: Path | None,
+) -> None:
+    """Show the next edition in a browser as each subscriber will get it; changes no state.
 
-    Example: digest preview --output next.html
+    Examples: digest preview; digest preview --output next.html; digest preview --archive public/archive
     """
-    config, moment = obj.config(), parse_now(now)
-    if output is None:
-        raise DigestError("the preview server is not available yet: use --output FILE")
-    _preview_output(config, output, moment)
-    click.echo(f"Wrote {output}")
+    config = obj.config()
+    fixed = parse_now(now) if now or os.environ.get("DIGEST_NOW") else None
+    if archive is not None:
+        count = preview_driver.write_archive(config, archive)
+        click.echo(f"Wrote {count} editions to {archive}/: host it at base_url/archive/ (View in browser)")
+    elif output is not None:
+        preview_driver.write_email(config, output, fixed or parse_now(None), subscriber, offline)
+        click.echo(f"Wrote {output}")
+    else:
+        preview_driver.serve(
+            obj.config_path,
+            port=port,
+            now=fixed,
+            offline=offline,
+            subscriber=subscriber,
+            open_browser=not no_open,
+            announce=lambda line: click.echo(line),
+        )
+
+
+# --------------------------------------------------------------------------- subscribers
+
+
+@main.group()
+def subscribers() -> None:
+    """List and edit [[subscribers]] in config.toml, keeping every comment.
+
+    remove deletes the entry but keeps an unsubscribe on record; prune removes every
+    unsubscribed address from the file; add --resubscribe lifts an unsubscribe.
+    """
+
+
+@subscribers.command("list")
+@click.pass_obj
+def subscribers_list(obj: Context) -> None:
+    """Show email, name, topics and status (active or unsubscribed).
+
+    Example: digest subscribers list
+    """
+    from . import subscribers as subs
+
+    config = obj.config()
+    click.echo(subs.format_table(subs.listing(config, subs.suppressed_addresses(config))))
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="Name shown in the greeting and the To: header.")
+@click.option("--topic", "topics", multiple=True, metavar="SECTION", help="Only this section (repeatable); none = all.")
+@click.option("--resubscribe", is_flag=True, help="Lift an earlier unsubscribe (only if the reader asked).")
+@click.pass_obj
+def subscribers_add(obj: Context, email: str, name: str, topics: tuple[str, ...], resubscribe: bool) -> None:
+    """Add a subscriber to config.toml.
+
+    Example: digest subscribers add ada@example.com --name "Ada" --topic Launch
+    """
+    from . import subscribers as subs
+
+    before = {s.email for s in obj.config().subscribers}
+    added = subs.add(obj.config_path, email, name, topics, exist_ok=resubscribe)
+    if added.email in before:
+        click.echo(f"{added.email} is already in {obj.config_path}")
+    else:
+        click.echo(f"Added {added.email}" + (f" (topics: {', '.join(added.topics)})" if added.topics else ""))
+    config = obj.config()
+    if resubscribe:
+        with Store(config.state_path) as store:
+            lifted = store.unsuppress(added.email)
+        click.echo(f"Lifted the unsubscribe of {added.email}" if lifted else f"{added.email} was not unsubscribed")
+    elif added.email.lower() in subs.suppressed_addresses(config):
+        click.echo(f"Note: {added.email} unsubscribed earlier and gets no mail; --resubscribe if they asked back")
+
+
+@subscribers.command("remove")
+@click.argument("emails", nargs=-1, required=True, metavar="EMAIL...")
+@click.pass_obj
+def subscribers_remove(obj: Context, emails: tuple[str, ...]) -> None:
+    """Remove subscribers from config.toml (an unsubscribe stays on record).
+
+    Example: digest subscribers remove ada@example.com
+    """
+    from . import subscribers as subs
+
+    for email in subs.remove(obj.config_path, emails):
+        click.echo(f"Removed {email}")
+
+
+@subscribers.command("prune")
+@click.pass_obj
+def subscribers_prune(obj: Context) -> None:
+    """Remove every unsubscribed address from config.toml.
+
+    Example: digest subscribers prune
+    """
+    from . import subscribers as subs
+
+    removed = subs.prune(obj.config_path, subs.suppressed_addresses(obj.config()))
+    for email in removed:
+        click.echo(f"Removed {email} (unsubscribed)")
+    click.echo(f"{len(removed)} unsubscribed addresses removed")
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.csv")
+@click.pass_obj
+def subscribers_import(obj: Context, csv_file: Path) -> None:
+    """Add subscribers from a CSV file: email,name,topics (topics split by ; or |).
+
+    Example: digest subscribers import people.csv
+    """
+    from . import subscribers as subs
+
+    for line in subs.import_csv(obj.config_path, csv_file).lines():
+        click.echo(line)

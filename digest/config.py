@@ -135,6 +135,13 @@ def check_email(value: Any) -> str:
         raise ValueError(f"not a valid email address {text!r}: {exc}") from None
 
 
+def address_key(email: str) -> str:
+    """Identity of an address: the local part as written (RFC 5321 lets it be case-sensitive),
+    the domain lower-cased. Duplicates are refused on this key."""
+    local, _, domain = email.strip().rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
 def _mailbox(value: Any) -> str:
     """`addr@host` or `Name <addr@host>`."""
     text = _line(value)
@@ -221,6 +228,7 @@ _TABLES: dict[str, dict[str, tuple[str, Check]]] = {
         "concurrency": ("concurrency", _int(1, 512)),
         "per_host_delay": ("per_host_delay", _num(0, 60)),
         "max_entries": ("max_entries", _int(1, 10000)),
+        "max_redirects": ("max_redirects", _int(0, 5)),
         "user_agent": ("user_agent", _line),
     },
     "grouping": {"threshold": ("threshold", _num(0.0, 1.0))},
@@ -391,9 +399,9 @@ def _subscribers(value: Any, problems: _Problems, sections: set[str]) -> tuple[S
             problems.add(f"{key}.email", "missing")
         if "email" not in fields:
             continue
-        if fields["email"].lower() in seen:
+        if address_key(fields["email"]) in seen:
             problems.add(f"{key}.email", f"duplicate subscriber {fields['email']!r}")
-        seen.add(fields["email"].lower())
+        seen.add(address_key(fields["email"]))
         unknown = [t for t in fields.get("topics", ()) if t not in sections]
         if unknown and sections:
             problems.add(f"{key}.topics", f"unknown topic {unknown[0]!r} (sections: {', '.join(sorted(sections))})")

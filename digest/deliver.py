@@ -24,7 +24,9 @@ import logging
 import mailbox
 import os
 import queue
+import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -38,6 +40,7 @@ from .errors import MailError
 from .models import DeliveryOutcome, Recipient, SmtpSettings
 
 log = logging.getLogger(__name__)
+_DOT = re.compile(rb"(?m)^\.")
 Build = Callable[[Recipient], bytes]
 OnResults = Callable[[Sequence[DeliveryOutcome]], None]
 
@@ -108,6 +111,7 @@ def to_smtp(
         dispatcher.run(results)
     finally:
         for worker in workers:
+            worker.closing.set()
             worker.inbox.put(None)
         for worker in workers:
             worker.join(settings.timeout + 5)
@@ -148,8 +152,19 @@ class _Limiter:
         time.sleep(start - now)
 
 
+class _Abort(Exception):
+    """The run is over while this connection waited: leave without the final dot."""
+
+
 class _Connection(threading.Thread):
-    """One SMTP connection: sends what its inbox gives it, reports every reply, waits."""
+    """One SMTP connection: sends what its inbox gives it, reports every reply.
+
+    The next message is transmitted while the previous reply is being committed, all but
+    its final "." (the point where the server takes it over): that dot waits for `ack`,
+    released once the previous outcome is committed. A crash mid-body leaves the server a
+    truncated DATA it must discard, so at most one accepted message per connection is
+    ever unrecorded, and the commit's fsync hides behind the transmission.
+    """
 
     def __init__(
         self,
@@ -164,19 +179,32 @@ class _Connection(threading.Thread):
         self.index, self.settings, self.envelope_from = index, settings, envelope_from
         self.build, self.limiter, self.results = build, limiter, results
         self.inbox: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.ack = threading.Semaphore(1)  # one per message: "the previous outcome is committed"
+        self.closing = threading.Event()
         self.conn: smtplib.SMTP | None = None
+        self.waited = False
 
     def run(self) -> None:
         try:
             while (item := self.inbox.get()) is not None:
                 self.limiter.wait()
+                self.waited = False
                 outcome, reached = self.send(item.to)
+                self.wait_ack()  # also when no dot was sent: exactly one ack per message
                 log.debug("deliver %s: %s %s %s", outcome.email, outcome.status, outcome.code, outcome.text)
                 self.results.put(_Done(self.index, item, outcome, reached))
+        except _Abort:
+            pass
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which re-raises
             self.results.put(_Done(self.index, None, None, False, exc))
         finally:
             _drop(self.conn)
+
+    def wait_ack(self) -> None:
+        while not self.waited:
+            if self.closing.is_set():
+                raise _Abort
+            self.waited = self.ack.acquire(timeout=0.1)
 
     def send(self, to: Recipient) -> tuple[DeliveryOutcome, bool]:
         email = to.subscriber.email
@@ -187,7 +215,7 @@ class _Connection(threading.Thread):
                 where = f"{self.settings.host}:{self.settings.port}"
                 return DeliveryOutcome(email, "retrying", 0, f"cannot connect to {where}: {_describe(exc)}"), False
         try:
-            self.conn.sendmail(self.envelope_from, [email], self.build(to))
+            self.transmit(self.conn, email, self.build(to))
             return DeliveryOutcome(email, "sent", 250, "accepted", to.message_id), True
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
@@ -198,10 +226,29 @@ class _Connection(threading.Thread):
             _drop(self.conn)
             self.conn = None
             return DeliveryOutcome(email, "retrying", 0, f"connection lost: {_describe(exc)}"), True
-        if outcome.code == 421 or self.conn.sock is None:  # smtplib closes after a 421
+        if outcome.code == 421 or not _reset(self.conn):
             _drop(self.conn)
             self.conn = None
         return outcome, True
+
+    def transmit(self, conn: smtplib.SMTP, email: str, message: bytes) -> None:
+        """smtplib's sendmail, with the final dot held back until the previous record is committed."""
+        code, reply = conn.mail(self.envelope_from)
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, reply, self.envelope_from)
+        code, reply = conn.rcpt(email)
+        if code not in (250, 251):
+            raise smtplib.SMTPRecipientsRefused({email: (code, reply)})
+        code, reply = conn.docmd("DATA")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        body = _DOT.sub(b"..", message)
+        conn.send(body if body.endswith(b"\r\n") else body + b"\r\n")
+        self.wait_ack()
+        conn.send(b".\r\n")
+        code, reply = conn.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
 
 
 class _Dispatcher:
@@ -233,12 +280,14 @@ class _Dispatcher:
         while self.busy or (self.later and not self.stopping):
             batch = self.collect(results)
             outcomes = [o for o in (self.settle(done) for done in batch) if o is not None]
-            if outcomes:
-                self.on_results(outcomes)  # committed before any of these connections sends again
             for done in batch:
                 self.busy -= 1
                 self.idle.append(self.workers[done.worker])
-            self.feed()
+            self.feed()  # the next messages go out up to their final dot meanwhile
+            if outcomes:
+                self.on_results(outcomes)
+            for done in batch:
+                self.workers[done.worker].ack.release()  # committed: that connection may finish its next
         if self.unreachable:
             untried = [DeliveryOutcome(to.subscriber.email, "retrying", 0, f"not tried: {self.unreachable}")
                        for to in self.fresh]
@@ -293,6 +342,8 @@ def connect(settings: SmtpSettings) -> smtplib.SMTP:
         conn: smtplib.SMTP = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=context)
     else:
         conn = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+    if conn.sock is not None:  # the held-back dot is a small write: Nagle would delay it by an ACK
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn.ehlo()
     if settings.security == "starttls":
         conn.starttls(context=context)
@@ -324,6 +375,14 @@ def _describe(exc: BaseException) -> str:
 def _classify(email: str, code: int, text: bytes | str, *, on_rcpt: bool) -> DeliveryOutcome:
     permanent = code >= 500 and not (on_rcpt and code == 552)
     return DeliveryOutcome(email, "failed" if permanent else "retrying", code, _text(text))
+
+
+def _reset(conn: smtplib.SMTP) -> bool:
+    """RSET after a refusal, as smtplib's sendmail does; False if the connection is gone."""
+    try:
+        return conn.sock is not None and conn.rset()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
 
 
 def _drop(conn: smtplib.SMTP | None) -> None:

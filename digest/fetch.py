@@ -76,14 +76,15 @@ async def checked_addresses(host: str, port: int, allow_hosts: Iterable[str]) ->
     try:
         addresses = await resolve(host, port)
     except OSError as exc:
-        raise Refused(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        raise Refused(f"dns error: cannot resolve {host}: {exc.strerror or exc}") from None
     if not addresses:
-        raise Refused(f"cannot resolve {host}: no address")
+        raise Refused(f"dns error: cannot resolve {host}: no address")
     if host.lower().strip("[]") in allow_hosts:
         return addresses
     bad = [a for a in addresses if blocked(a)]
     if bad:
-        raise Refused(f"refused address: {host} resolves to {bad[0]} (not a public address; see [fetch] allow_hosts)")
+        where = host if host.strip("[]") == bad[0] else f"{host} resolves to {bad[0]}"
+        raise Refused(f"refused address: {where} (not a public address; see [fetch] allow_hosts)")
     return addresses
 
 
@@ -162,7 +163,7 @@ async def _fetch_one(
     except TimeoutError:
         return FetchResult(feed, None, cached, 0, f"timeout: no complete answer in {settings.timeout:g} s")
     except Refused as exc:
-        return FetchResult(feed, None, cached, 0, str(exc) if str(exc).startswith("refused") else f"refused: {exc}")
+        return FetchResult(feed, None, cached, 0, str(exc))
     except _TooLarge:
         return FetchResult(feed, None, cached, 0, f"too large: over {settings.max_bytes} bytes (decompressed)")
     except Exception as exc:  # noqa: BLE001 - one feed's failure never stops the others
@@ -170,9 +171,10 @@ async def _fetch_one(
 
 
 def _timed(result: FetchResult, elapsed: float) -> FetchResult:
-    return FetchResult(
-        result.feed, result.body, result.validators, result.status, result.error, result.new_url, result.gone, elapsed
-    )
+    """With `elapsed`, and with no control characters in what a terminal will print."""
+    error = "".join(c if c.isprintable() else "?" for c in result.error) if result.error else None
+    new_url = result.new_url if result.new_url and result.new_url.isprintable() else None
+    return FetchResult(result.feed, result.body, result.validators, result.status, error, new_url, result.gone, elapsed)
 
 
 def _read_local(feed: FeedSpec, max_bytes: int) -> FetchResult:
@@ -243,8 +245,11 @@ async def _answer(
     body = _Body(_header(response, b"content-encoding") or "identity", max_bytes)
     async for chunk in response.aiter_stream():
         body.feed(chunk)
+    content = body.value()
+    if not content.strip():
+        return FetchResult(feed, None, cached, status, f"empty response: HTTP {status} with no body", new_url)
     fresh = Validators(_header(response, b"etag"), _header(response, b"last-modified"))
-    return FetchResult(feed, body.value(), fresh, status, new_url=new_url)
+    return FetchResult(feed, content, fresh, status, new_url=new_url)
 
 
 class _Body:

@@ -2,6 +2,8 @@
 
 The network is off (premailer would otherwise fetch any linked stylesheet). Rules that
 cannot be inlined (`@media`, dark mode) stay in one `<style>` block with `!important`.
+Width and height attributes are the template's own (Outlook sizes images by them), so
+premailer is told not to rewrite them from the CSS.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def inline_css(html: str) -> str:
                     strip_important=False,
                     remove_classes=False,
                     disable_validation=True,
+                    # the template's width/height attributes are Outlook's layout: CSS must not overwrite them
+                    disable_basic_attributes=["width", "height"],
                     cssutils_logging_level=logging.CRITICAL,
                 ).transform(pretty_print=False)
             )

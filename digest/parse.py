@@ -1,14 +1,21 @@
 """Feed bytes -> normalised Entries.
 
-feedparser gets bytes, never a URL. Titles and summaries come out as plain text; any HTML
-kept is re-sanitised with nh3. Dates become UTC and are clamped to `now`.
+feedparser gets bytes, never a URL (a string may make it open files or URLs). Before it
+sees them, a document is refused when it is too large or declares entities in its DOCTYPE
+(feedparser drops nested and external entities but expands one big literal entity without
+limit: the quadratic blowup), and long author-like fields are cut short (feedparser's
+author e-mail regex backtracks quadratically: 16 KB take 2 s). Every exception of one feed
+is contained in its ParseResult. Titles and summaries come out as plain text; any HTML kept
+is re-sanitised with nh3; links are http(s) only; dates become UTC and are clamped to `now`.
 """
 
 from __future__ import annotations
 
 import calendar
+import codecs
 import hashlib
 import html
+import logging
 import re
 import time
 from datetime import UTC, datetime
@@ -20,35 +27,105 @@ import nh3
 
 from .models import Entry, FeedSpec, ParseResult
 
+log = logging.getLogger(__name__)
 MAX_TITLE = 500
 MAX_SUMMARY = 4000
+MAX_DOCUMENT = 32 * 1024 * 1024
+"""Bytes: a cap before parsing, whatever the fetch allowed (local files included)."""
+MAX_AUTHOR = 256
 _TRACKING = re.compile(
     r"^(utm_\w+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|_hsenc|_hsmi|ref|ref_src|cmpid|ncid|igshid)$", re.I
 )
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^>]*>|<[A-Za-z/!?][^<>]*$")
 _SPACE = re.compile(r"\s+")
 _SAFE_SCHEMES = {"http", "https", "mailto"}
 _ALLOWED_TAGS = {"p", "br", "a", "em", "strong", "b", "i", "ul", "ol", "li", "blockquote", "code", "pre"}
+_ENTITY_DECL = re.compile(rb"<!ENTITY", re.I)
+_AUTHORISH = re.compile(
+    rb"(<(?:[\w.-]+:)?(?:author|creator|contributor|publisher|managingEditor|webMaster|owner|email)\b[^<>]{0,500}>"
+    rb"(?:\s*<!\[CDATA\[)?)([^<\]]{%d,})" % (MAX_AUTHOR * 4),
+    re.I,
+)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (b"\x00<\x00?", "utf-16-be"),
+    (b"<\x00?\x00", "utf-16-le"),
+    (b"\x4c\x6f\xa7\x94", "cp037"),
+)
+_XML_DECL_ENCODING = re.compile(rb"^(<\?xml[^>]*?)\sencoding=[\"'][^\"']*[\"']")
 
 
-def parse_feed(feed: FeedSpec, body: bytes, now: datetime, max_entries: int = 200) -> ParseResult:
+class Refused(Exception):
+    """A document refused before parsing; the message is the reason."""
+
+
+def parse_feed(
+    feed: FeedSpec, body: bytes, now: datetime, max_entries: int = 200, max_bytes: int = MAX_DOCUMENT
+) -> ParseResult:
     """Parse one feed's bytes; any failure becomes the result's error, never an exception."""
     try:
-        parsed = feedparser.parse(body, sanitize_html=True, resolve_relative_uris=True)
+        parsed = feedparser.parse(guard(body, max_bytes), sanitize_html=True, resolve_relative_uris=True)
+    except Refused as exc:
+        return ParseResult(feed, (), str(exc))
     except Exception as exc:  # noqa: BLE001 - feedparser has known crashers; contain them per feed
-        return ParseResult(feed, (), f"bad feed: parser failed: {type(exc).__name__}")
-    if not parsed.entries:
-        if parsed.get("bozo"):
-            reason = str(parsed.get("bozo_exception", "not a feed"))[:200]
-            return ParseResult(feed, (), f"bad XML: {reason}")
-        if not parsed.get("version"):
-            return ParseResult(feed, (), "not a feed: no RSS or Atom document found")
+        return ParseResult(feed, (), _reason(f"bad XML: parser failed: {type(exc).__name__}: {exc}"))
+    if not parsed.entries and not parsed.get("version"):
+        kind = "an HTML page" if re.search(rb"<html[\s>]", body[:4096], re.I) else "no RSS or Atom document"
+        return ParseResult(feed, (), f"not a feed: {kind}")
     entries: list[Entry] = []
+    if parsed.get("bozo") and not parsed.entries:
+        return ParseResult(feed, (), _reason(f"bad XML: {parsed.get('bozo_exception', 'not a feed')}"))
     for raw in parsed.entries[:max_entries]:
-        entry = _entry(feed, raw, now)
+        try:
+            entry = _entry(feed, raw, now)
+        except Exception as exc:  # noqa: BLE001 - one odd entry is skipped, not the feed
+            log.warning("feed %s: entry skipped: %s: %s", feed.name, type(exc).__name__, exc)
+            continue
         if entry is not None:
             entries.append(entry)
     return ParseResult(feed, tuple(entries))
+
+
+def _reason(text: str) -> str:
+    """One printable line: reasons are shown on terminals by `digest status`."""
+    return "".join(c if c.isprintable() else " " for c in text)[:200]
+
+
+def guard(body: bytes, max_bytes: int = MAX_DOCUMENT) -> bytes:
+    """The document as UTF-8 bytes fit for feedparser, or Refused with the reason."""
+    if len(body) > max_bytes:
+        raise Refused(f"too large: document over {max_bytes} bytes")
+    body = _utf8(body)
+    if _ENTITY_DECL.search(body):
+        raise Refused("bad XML: the document declares entities in its DOCTYPE (refused: entity expansion)")
+    return _AUTHORISH.sub(lambda m: m.group(1) + _cut(m.group(2), MAX_AUTHOR), body)
+
+
+def _utf8(body: bytes) -> bytes:
+    """UTF-16/32/EBCDIC documents re-encoded as UTF-8 so that the checks above see them."""
+    for mark, codec in _BOMS:
+        if body.startswith(mark):
+            if codec == "utf-8":
+                return body
+            try:
+                text = body.decode(codec)
+            except UnicodeDecodeError:
+                raise Refused(f"bad XML: the document is not valid {codec}") from None
+            return _XML_DECL_ENCODING.sub(rb"\1", text.lstrip("\ufeff").encode("utf-8"), count=1)
+    return body
+
+
+def _cut(text: bytes, limit: int) -> bytes:
+    """At most `limit` bytes, not ending inside an entity reference or a UTF-8 sequence."""
+    text = text[:limit]
+    amp = text.rfind(b"&")
+    if amp >= 0 and b";" not in text[amp:]:
+        text = text[:amp]
+    return text.decode("utf-8", "ignore").encode("utf-8")
 
 
 def _entry(feed: FeedSpec, raw: Any, now: datetime) -> Entry | None:
@@ -74,7 +151,7 @@ def _entry(feed: FeedSpec, raw: Any, now: datetime) -> Entry | None:
         section=feed.section,
         priority=feed.priority,
         guid=guid,
-        summary_html=sanitise_html(summary_html)[: MAX_SUMMARY * 2],
+        summary_html=_bounded_html(summary_html, MAX_SUMMARY * 2),
         categories=tuple(plain_text(t.get("term", ""))[:60] for t in raw.get("tags", []) if t.get("term"))[:10],
         image=image,
         image_alt=alt or title,
@@ -82,8 +159,11 @@ def _entry(feed: FeedSpec, raw: Any, now: datetime) -> Entry | None:
 
 
 def plain_text(markup: str) -> str:
-    """Tags dropped, entities decoded, whitespace collapsed: safe to escape anywhere."""
-    text = html.unescape(_TAG.sub(" ", markup))
+    """Tags dropped, entities decoded, whitespace collapsed: safe to escape anywhere.
+
+    Tags are dropped again after decoding, so double-escaped markup does not come back as text.
+    """
+    text = _TAG.sub(" ", html.unescape(_TAG.sub(" ", markup)))
     text = "".join(c if c.isprintable() else " " for c in text)
     return _SPACE.sub(" ", text).strip()
 
@@ -97,6 +177,16 @@ def sanitise_html(markup: str) -> str:
         url_schemes=_SAFE_SCHEMES,
         link_rel="noopener noreferrer nofollow",
     )
+
+
+def _bounded_html(markup: str, limit: int) -> str:
+    """Sanitised, then cut, then sanitised again: a cut never leaves an unclosed tag behind."""
+    clean = sanitise_html(markup[: limit * 4])
+    cut = limit
+    while len(clean) > limit and cut > 0:  # re-sanitising can add a closing tag or an escape
+        cut -= max(64, len(clean) - limit)
+        clean = sanitise_html(clean[: max(cut, 0)])
+    return clean
 
 
 def canonical_link(url: str) -> str:

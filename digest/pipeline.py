@@ -34,7 +34,9 @@ class PollReport:
 
 def poll(config: Config, store: Store, now: datetime, *, persist: bool = True) -> PollReport:
     """Fetch and parse every feed; store new entries unless `persist` is off (preview)."""
-    results = fetch.fetch_all(config.feeds, store.validators() if persist else {}, config.fetch)
+    gone = store.gone_feeds()  # 410 Gone: not polled again until its url changes in config.toml
+    feeds = [f for f in config.feeds if f.url not in gone.get(f.name, "")]
+    results = fetch.fetch_all(feeds, store.validators() if persist else {}, config.fetch)
     failed, new, fresh = 0, 0, []
     for result in results:
         parsed = parse.parse_feed(result.feed, result.body, now, config.fetch.max_entries) if result.body else None
@@ -65,8 +67,7 @@ def build_edition(config: Config, store: Store, now: datetime, extra: Sequence[E
 def render_edition(config: Config, edition: Edition, topics: Sequence[str]) -> Rendered:
     """One section set: render, then inline once; personalisation comes later by substitution."""
     stories = select.for_topics(edition, topics)
-    rendered = render.render(edition, stories, topics, config.newsletter, config.templates_dir)
-    return Rendered(rendered.topics, rendered.subject, inline.inline_css(rendered.html), rendered.text, len(stories))
+    return render.render_within(edition, stories, topics, config.newsletter, config.templates_dir, inline.inline_css)
 
 
 def topic_key(subscriber: Subscriber) -> tuple[str, ...]:
@@ -116,7 +117,7 @@ def _deliver(
     store.ensure_deliveries(edition.day, [s.email for s in wanted], now)
     state = store.deliveries(edition.day)
     due = [s for s in wanted if state[s.email][0] == "pending" or _retry_due(state[s.email], now)]
-    secret = os.environ.get(config.web.secret_env, "").encode() or store.secret()
+    secret = unsubscribe_secret(config, store)
     owed = [mail.recipient(s, edition.day, config.newsletter, secret) for s in due]
     by_email = {s.email: topic_key(s) for s in subscribers}
 
@@ -140,7 +141,8 @@ def _deliver(
         deliver.to_smtp(config.smtp, config.newsletter.sender, owed, build, record, should_stop)
         where = f"SMTP {config.smtp.host}:{config.smtp.port}"
     counts = store.delivery_counts(edition.day)
-    note = "" if owed or counts.get("retrying") else f"edition {edition.key} already delivered: nothing new to send"
+    settled = not owed and counts.keys() <= {"sent"}
+    note = f"edition {edition.key} already delivered: nothing new to send" if settled else ""
     return _report(config, polled, edition, counts=counts, recipients=len(wanted), note=note, where=where)
 
 
@@ -150,6 +152,15 @@ def _give_up_stale(config: Config, store: Store, today: date, now: datetime) -> 
         reason = deliver.give_up_reason(config.smtp, day, created, today, now)
         if reason:
             log.warning("edition %s: %d deliveries %s", day, store.give_up_deliveries(day, now, reason), reason)
+
+
+def unsubscribe_secret(config: Config, store: Store) -> bytes:
+    """The HMAC key of unsubscribe links, for the mailer and the web endpoint alike.
+
+    From the environment variable named by [web] secret_env, else a random key kept in
+    the state database (so links keep working across restarts without configuration).
+    """
+    return os.environ.get(config.web.secret_env, "").encode() or store.secret()
 
 
 def _retry_due(state: tuple[str, int, datetime | None], now: datetime) -> bool:

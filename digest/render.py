@@ -3,15 +3,22 @@
 User templates (a directory named in config) come first; the packaged defaults always
 work. Autoescape and StrictUndefined are on, so a typo fails loudly instead of mailing
 blanks. Personalisation is left as markers (see models.NAME_MARK) for mail.py.
+
+Gmail clips HTML over ~102 KB and hides the rest, unsubscribe link included, so
+`render_within` measures the finished (inlined) HTML and moves the stories that do not
+fit into the "N more stories" link to the web archive.
 """
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
@@ -19,6 +26,13 @@ from .errors import RenderError
 from .models import EMAIL_MARK, NAME_MARK, UNSUBSCRIBE_MARK, Edition, NewsletterSettings, Rendered, Story
 
 MAX_SUBJECT = 150
+SUMMARY_CHARS = 160
+"""About two lines of the 600 px layout: a digest teases, the outlet tells."""
+HTML_BUDGET = 88_000
+"""Bytes of finished HTML, personalisation included: under Gmail's clip (102,000) even
+quoted-printable encoded, and under the checker's 90,000 warning."""
+PERSONAL_ALLOWANCE = {NAME_MARK: 240, EMAIL_MARK: 320, UNSUBSCRIBE_MARK: 800}
+"""Worst-case bytes each marker can become per occurrence (HTML-escaped name/address/URL)."""
 
 
 def packaged_templates() -> Path:
@@ -40,8 +54,53 @@ def environment(user_dir: Path | None) -> jinja2.Environment:
         keep_trailing_newline=True,
         auto_reload=True,
     )
-    env.filters["wrap"] = _wrap
+    env.filters.update(wrap=_wrap, brief=_brief, clock=_clock, url=_url)
     return env
+
+
+def render_within(
+    edition: Edition,
+    stories: Sequence[Story],
+    topics: Sequence[str],
+    newsletter: NewsletterSettings,
+    user_dir: Path | None,
+    finish: Callable[[str], str],
+    budget: int = HTML_BUDGET,
+) -> Rendered:
+    """Render and `finish` (inline) the HTML; keep the most stories whose HTML fits `budget`.
+
+    Stories are dropped from the end (binary search on the count, each try measured for
+    real); they are counted into the overflow link, and the footer always stays.
+    """
+
+    def attempt(count: int) -> Rendered:
+        done = render(edition, stories[:count], topics, newsletter, user_dir, dropped=len(stories) - count)
+        return replace(done, html=finish(done.html), subject=full_subject, story_count=len(stories))
+
+    full_subject = subject(newsletter, edition, stories)
+    best = attempt(len(stories))
+    if personal_size(best.html) <= budget:
+        return best
+    fits, too_many = -1, len(stories)
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2 if fits >= 0 else 0
+        tried = attempt(middle)
+        if personal_size(tried.html) <= budget:
+            fits, best = middle, tried
+        else:
+            too_many = middle
+        if fits < 0 and middle == 0:
+            raise RenderError(
+                f"the email's HTML is {personal_size(tried.html)} bytes even without stories "
+                f"(budget {budget}): shrink the templates" + (f" in {user_dir}" if user_dir else "")
+            )
+    return best
+
+
+def personal_size(html: str) -> int:
+    """UTF-8 size of the HTML once every marker holds the longest value we allow."""
+    grow = sum(html.count(mark) * (room - len(mark)) for mark, room in PERSONAL_ALLOWANCE.items())
+    return len(html.encode()) + grow
 
 
 def render(
@@ -50,19 +109,27 @@ def render(
     topics: Sequence[str],
     newsletter: NewsletterSettings,
     user_dir: Path | None = None,
+    *,
+    dropped: int = 0,
 ) -> Rendered:
-    """Render one section set of the edition; raises RenderError naming the template."""
+    """Render one section set of the edition; raises RenderError naming the template.
+
+    `dropped` stories did not fit the size budget: they join the edition's overflow.
+    """
+    if user_dir is not None and not user_dir.is_dir():
+        raise RenderError(f"[newsletter] templates: folder {user_dir} does not exist: create it or remove the key")
     env = environment(user_dir)
     sections = _by_section(stories)
+    overflow = edition.overflow + dropped
     context = {
         "newsletter": newsletter,
         "edition": edition,
         "sections": sections,
         "topics": list(topics),
         "date_long": edition.day.strftime("%A, %-d %B %Y"),
-        "in_this_edition": _in_this_edition(sections),
-        "preheader": "; ".join(s.lead.title for s in stories[:3]),
-        "overflow": edition.overflow,
+        "in_this_edition": _in_this_edition(sections, overflow),
+        "preheader": " · ".join(s.lead.title for s in stories[:3]),
+        "overflow": overflow,
         "archive_url": f"{newsletter.base_url}/archive/{edition.key}/" if newsletter.base_url else "",
         "name_mark": NAME_MARK,
         "email_mark": EMAIL_MARK,
@@ -81,7 +148,7 @@ def subject(newsletter: NewsletterSettings, edition: Edition, stories: Sequence[
         line = newsletter.subject.format(
             title=newsletter.title, date=edition.day.strftime("%-d %B %Y"), top_story=top, count=len(stories)
         )
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
         raise RenderError(
             f"[newsletter] subject {newsletter.subject!r}: unknown placeholder {exc}; "
             "use {title}, {date}, {top_story}, {count}"
@@ -91,15 +158,18 @@ def subject(newsletter: NewsletterSettings, edition: Edition, stories: Sequence[
 
 
 def _render(env: jinja2.Environment, name: str, context: dict[str, object], user_dir: Path | None) -> str:
-    searched = ", ".join(str(p) for p in ([user_dir] if user_dir else []) + [packaged_templates()])
+    searched = " and ".join(str(p) for p in ([user_dir] if user_dir else []) + [packaged_templates()])
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateNotFound as exc:
-        raise RenderError(f"template {exc.name!r} not found (searched: {searched})") from exc
+        raise RenderError(f"template {exc.name!r} not found (searched {searched})") from exc
     except jinja2.TemplateSyntaxError as exc:
-        raise RenderError(f"template {exc.filename or exc.name}: line {exc.lineno}: {exc.message}") from exc
-    except jinja2.UndefinedError as exc:
-        raise RenderError(f"template {name} (searched: {searched}): {exc.message}") from exc
+        where = exc.filename or exc.name or name
+        raise RenderError(f"template {where}, line {exc.lineno}: {exc.message} (searched {searched})") from exc
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template {name}: {exc.message} (searched {searched})") from exc
+    except Exception as exc:  # a user template can raise anything (e.g. {{ 1 / 0 }})
+        raise RenderError(f"template {name}: {type(exc).__name__}: {exc} (searched {searched})") from exc
 
 
 def _by_section(stories: Sequence[Story]) -> list[tuple[str, list[Story]]]:
@@ -109,11 +179,45 @@ def _by_section(stories: Sequence[Story]) -> list[tuple[str, list[Story]]]:
     return list(sections.items())
 
 
-def _in_this_edition(sections: list[tuple[str, list[Story]]]) -> str:
+def _in_this_edition(sections: list[tuple[str, list[Story]]], overflow: int = 0) -> str:
     total = sum(len(s) for _, s in sections)
     parts = ", ".join(f"{len(s)} {name}" for name, s in sections)
-    return f"{total} {'story' if total == 1 else 'stories'}" + (f" ({parts})" if parts else "")
+    line = f"{total} {'story' if total == 1 else 'stories'}" + (f" ({parts})" if len(sections) > 1 else "")
+    return line + (f", and {overflow} more on the web" if overflow else "")
 
 
-def _wrap(text: str, width: int = 78) -> str:
-    return "\n".join(textwrap.wrap(str(text), width, break_long_words=False, break_on_hyphens=False)) or str(text)
+def _wrap(text: str, width: int = 78, indent: str = "", first: str | None = None) -> str:
+    """Wrap for the text part; words (URLs) are never broken, so a long URL may run over."""
+    lead = indent if first is None else first
+    lines = textwrap.wrap(
+        " ".join(str(text).split()),
+        width,
+        initial_indent=lead,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return "\n".join(lines) or lead.rstrip()
+
+
+def _brief(text: str, limit: int = SUMMARY_CHARS) -> str:
+    """A one- or two-line teaser: cut at a word boundary, marked with an ellipsis."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:.-–—")
+    return cut + "…"
+
+
+def _clock(moment: datetime, timezone: str = "UTC") -> str:
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    return moment.astimezone(zone).strftime("%H:%M %Z")
+
+
+def _url(value: str) -> str:
+    """Only web links reach the email: a feed's javascript: or data: link becomes '#'."""
+    text = str(value).strip()
+    return text if text.lower().startswith(("https://", "http://")) else "#"

@@ -199,6 +199,16 @@ class Store:
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('secret', ?)", (os.urandom(32).hex(),))
         return self.secret()
 
+    def gone_feeds(self) -> dict[str, str]:
+        """name -> reason for feeds that answered 410 Gone (the reason names the URL that went)."""
+        rows = self.db.execute("SELECT name, COALESCE(error, '') FROM feeds WHERE gone=1")
+        return {name: error for name, error in rows}
+
+    def moved_feeds(self) -> list[tuple[str, str]]:
+        """(name, new URL) for feeds whose URL answered 301/308: the config should follow."""
+        rows = self.db.execute("SELECT name, new_url FROM feeds WHERE new_url IS NOT NULL ORDER BY name")
+        return [(name, url) for name, url in rows]
+
     def feed_health(self, min_errors: int = 1) -> list[tuple[str, str, int, str | None]]:
         """(name, reason, consecutive failures, failing since) for feeds now failing."""
         rows = self.db.execute(
@@ -336,7 +346,7 @@ class Store:
     def give_up_deliveries(self, day: date, now: datetime, reason: str) -> int:
         """Owed messages of `day` become `failed`, keeping the last server reply after the reason."""
         cursor = self.db.execute(
-            "UPDATE deliveries SET status='failed', next_attempt=NULL, updated=?,"
+            "UPDATE deliveries SET status='failed', next_attempt=NULL, updated=?, code=NULL,"
             " text=substr(? || COALESCE('; last reply: ' || CASE WHEN code>0 THEN code || ' ' || text ELSE text END,"
             " ''), 1, 500) WHERE day=? AND status IN ('pending','retrying')",
             (_iso(now), reason, day.isoformat()),
@@ -376,6 +386,10 @@ class Store:
             "INSERT OR IGNORE INTO suppressions VALUES (?,?,?)", (email.lower(), _iso(now), reason)
         )
         return cursor.rowcount > 0
+
+    def unsuppress(self, email: str) -> bool:
+        """Lift a suppression (the reader asked to come back): `subscribers add --resubscribe`."""
+        return self.db.execute("DELETE FROM suppressions WHERE email=?", (email.lower(),)).rowcount > 0
 
 
 def _backlog_cutoff(entries: Sequence[Entry], window: float) -> datetime | None:

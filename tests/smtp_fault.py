@@ -28,6 +28,7 @@ class Fault:
     times: int = 1  # -1: always
     drop: bool = False  # close the connection without replying
     delay: float = 0.0
+    after: int = 0  # let this many matching commands through first (a fault mid-batch)
 
 
 @dataclass
@@ -53,6 +54,9 @@ class _Handler:
         with self.lock:
             for fault in self.faults:
                 if fault.command == command and fault.times != 0 and (fault.rcpt is None or fault.rcpt in rcpts):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     if fault.times > 0:
                         fault.times -= 1
                     return fault
