@@ -52,7 +52,7 @@ QUICK = Scale(
     ceiling_messages=1_000,
     group_sizes=(2_000,),
     repeats=3,
-    r2e_feeds=40,
+    r2e_feeds=20,
 )
 TINY = Scale(
     feeds=5,

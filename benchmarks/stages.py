@@ -62,8 +62,8 @@ def _check(results: Sequence[FetchResult], status: int) -> None:
 
 
 def parse_all(results: Sequence[FetchResult]) -> dict[str, Any]:
-    def work() -> int:
-        return sum(len(parse.parse_feed(r.feed, r.body or b"", SEND_AT).entries) for r in results)
+    def work() -> int:  # as `digest fetch` parses: in worker processes when there are many bodies
+        return sum(len(p.entries) for p in parse.parse_all(results, SEND_AT) if p)
 
     wall, cpu, entries = timed(work)
     return {"feeds": len(results), "entries": entries, "wall_s": wall, "cpu_s": cpu, "entries_per_s": entries / wall}

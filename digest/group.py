@@ -6,10 +6,11 @@ A pure, deterministic stage: the result does not depend on the input order.
    non-empty ``guid`` are one story whatever else differs (empty values never match).
 2. Same event, different wording: every entry becomes a TF-IDF vector over stemmed,
    stop-word-free terms of its title (counted twice: headlines carry the event) and
-   summary. IDF comes from the batch itself, so what is rare *today* weighs most; terms
-   the batch writes capitalised mid-sentence (names, places, acronyms) weigh 1.5 times
-   more, since events are told apart by who and where. Terms in over a fifth of the batch
-   say nothing about any one event and are dropped.
+   summary. IDF comes from the batch itself, so what is rare *today* weighs most (smoothed
+   by 20 imaginary entries that hold none of the terms, so a batch of three still works).
+   Terms the batch writes capitalised mid-sentence (names, places, acronyms) weigh 1.5
+   times more: events are told apart by who and where. Terms in over a fifth of the
+   batch say nothing about any one event and are dropped.
 3. Pair similarity is the cosine of two vectors, damped by time and outlet: reports more
    than 6 hours apart lose weight (e-fold every 18 hours: a follow-up the next day about
    another country is another event); a date without a time of day stands for the whole
@@ -58,25 +59,21 @@ MAX_TERMS = 5
 UNSEEN = 20  # IDF prior: documents assumed to hold none of the terms
 
 # fmt: off
-_STOP = frozenset(
-    {
-        "a", "about", "above", "after", "again", "against", "all", "also", "am", "amid", "an", "and",
-        "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between",
-        "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each",
-        "few", "for", "from", "further", "get", "gets", "got", "had", "has", "have", "having", "he",
-        "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "including",
-        "into", "is", "it", "its", "itself", "just", "last", "led", "like", "made", "make", "makes",
-        "many", "may", "me", "might", "more", "most", "much", "must", "my", "myself", "new", "news",
-        "no", "nor", "not", "now", "of", "off", "on", "once", "one", "only", "or", "other", "our",
-        "ours", "ourselves", "out", "over", "own", "photo", "photos", "report", "reported", "reports",
-        "same", "said", "say", "saying", "says", "she", "should", "so", "some", "still", "such",
-        "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these",
-        "they", "this", "those", "through", "time", "to", "too", "two", "under", "until", "up",
-        "update", "updates", "us", "very", "via", "video", "was", "watch", "way", "we", "week",
-        "weeks", "well", "were", "what", "when", "where", "which", "while", "who", "whom", "why",
-        "will", "with", "would", "year", "years", "you", "your", "yours",
-    }
-)
+_STOP = frozenset({
+    "a", "about", "above", "after", "again", "against", "all", "also", "am", "amid", "an", "and", "any", "are",
+    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could",
+    "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "get", "gets", "got",
+    "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i",
+    "if", "in", "including", "into", "is", "it", "its", "itself", "just", "last", "led", "like", "made", "make",
+    "makes", "many", "may", "me", "might", "more", "most", "much", "must", "my", "myself", "new", "news", "no",
+    "nor", "not", "now", "of", "off", "on", "once", "one", "only", "or", "other", "our", "ours", "ourselves", "out",
+    "over", "own", "photo", "photos", "report", "reported", "reports", "same", "said", "say", "saying", "says",
+    "she", "should", "so", "some", "still", "such", "than", "that", "the", "their", "theirs", "them", "themselves",
+    "then", "there", "these", "they", "this", "those", "through", "time", "to", "too", "two", "under", "until",
+    "up", "update", "updates", "us", "very", "via", "video", "was", "watch", "way", "we", "week", "weeks", "well",
+    "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "year",
+    "years", "you", "your", "yours",
+})
 # fmt: on
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?|[.!?:;\"|]")
 _DOTTED = re.compile(r"\b(?:[A-Za-z]\.){2,}")  # U.N., G.O.P. -> UN, GOP
@@ -88,7 +85,7 @@ Vector = dict[str, float]
 
 def group(entries: Sequence[Entry], settings: GroupingSettings = GroupingSettings()) -> tuple[Story, ...]:
     """Group `entries` into stories; see the module docstring for the rules."""
-    items = list(entries)
+    items = sorted(entries, key=_canonical)
     if not items:
         return ()
     docs = [(_tokens(e.title), _tokens(e.summary)) for e in items]
@@ -195,7 +192,9 @@ def _vectors(docs: list[tuple[list[Token], list[Token]]], names: dict[str, bool]
         for stem, _, _ in summary:
             tf[stem] += 1.0
         weights = {
-            stem: (1.0 + math.log(f)) * math.log((n + 1 + UNSEEN) / (df[stem] + 0.5)) * (NAME_WEIGHT if names.get(stem) else 1.0)
+            stem: (1.0 + math.log(f))
+            * math.log((n + 1 + UNSEEN) / (df[stem] + 0.5))
+            * (NAME_WEIGHT if names.get(stem) else 1.0)
             for stem, f in tf.items()
             if df[stem] <= common
         }
@@ -277,7 +276,7 @@ def _duplicates(items: list[Entry]) -> list[tuple[int, int]]:
 
 
 class _Clusters:
-    """Sparse agglomeration state: sizes, self sums and cross sums between live clusters."""
+    """Sparse agglomeration state: self sums, and cross sums between live clusters."""
 
     def __init__(self, n: int, sims: dict[int, float]) -> None:
         self.parent = list(range(n))

@@ -225,13 +225,16 @@ def _qp(text: str, last: bool) -> bytes:
         if text[-1] == "\n":
             return text[:-1].encode() + b"\r\n"
         return text.encode() + (b"\r\n" if last else b"=\r\n")
-    encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    mid_line = not last and not text.endswith("\n")
+    if mid_line and not text:
+        return b""
+    # Mid-line, encode with one more character after: b2a_qp lets a line's last character reach
+    # column 76, where the soft break's "=" would not fit.
+    encoded = binascii.b2a_qp((text + "x" if mid_line else text).encode(), quotetabs=False, istext=True, header=False)
     encoded = encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    if last and not encoded.endswith(b"\r\n"):
-        encoded += b"\r\n"
-    elif encoded and not encoded.endswith(b"\r\n"):
-        encoded += b"=\r\n"
-    return encoded
+    if mid_line:
+        return encoded[:-1] if encoded.endswith(b"=\r\nx") else encoded[:-1] + b"=\r\n"
+    return encoded if encoded.endswith(b"\r\n") else encoded + b"\r\n"
 
 
 def html_part(message: bytes) -> str:

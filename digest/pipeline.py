@@ -38,8 +38,7 @@ def poll(config: Config, store: Store, now: datetime, *, persist: bool = True) -
     feeds = [f for f in config.feeds if f.url not in gone.get(f.name, "")]
     results = fetch.fetch_all(feeds, store.validators() if persist else {}, config.fetch)
     failed, new, fresh = 0, 0, []
-    for result in results:
-        parsed = parse.parse_feed(result.feed, result.body, now, config.fetch.max_entries) if result.body else None
+    for result, parsed in zip(results, parse.parse_all(results, now, config.fetch.max_entries), strict=True):
         failed += bool(result.error or (parsed and parsed.error))
         if persist:
             new += store.record_poll(result, parsed, now, config.newsletter.window)

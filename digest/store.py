@@ -13,7 +13,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -400,7 +400,7 @@ def _backlog_cutoff(entries: Sequence[Entry], window: float) -> datetime | None:
 
 
 def _entry_dict(entry: Entry) -> dict[str, Any]:
-    data = asdict(entry)
+    data = {f.name: getattr(entry, f.name) for f in fields(entry)}  # flat values: asdict's deep copy is 10x slower
     data["published"] = _iso(entry.published)
     return data
 

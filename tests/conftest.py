@@ -21,8 +21,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from feedserver import FeedServer  # noqa: E402
-from smtp_fault import FaultySMTPServer  # noqa: E402
+from feedserver import FeedServer
+from smtp_fault import FaultySMTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_FEEDS = ROOT / "examples" / "feeds"
@@ -107,8 +107,9 @@ def toml_value(value: Any) -> str:
     return f'"{text}"'
 
 
-def write_config(path: Path, tables: dict[str, dict[str, Any]], feeds: list[dict[str, Any]],
-                 subscribers: list[dict[str, Any]]) -> Path:
+def write_config(
+    path: Path, tables: dict[str, dict[str, Any]], feeds: list[dict[str, Any]], subscribers: list[dict[str, Any]]
+) -> Path:
     lines: list[str] = []
     for table, values in tables.items():
         lines.append(f"[{table}]")
@@ -150,8 +151,13 @@ def make_config(tmp_path: Path) -> MakeConfig:
         **tables: dict[str, Any],
     ) -> Path:
         base: dict[str, dict[str, Any]] = {
-            "newsletter": {"title": "Orbit Daily", "from": "Orbit Daily <news@orbitdaily.example>",
-                           "timezone": "UTC", "base_url": "https://news.example.com", "max_stories": 100},
+            "newsletter": {
+                "title": "Orbit Daily",
+                "from": "Orbit Daily <news@orbitdaily.example>",
+                "timezone": "UTC",
+                "base_url": "https://news.example.com",
+                "max_stories": 100,
+            },
             "delivery": {"transport": "maildir", "maildir": "outbox"},
         }
         if smtp is not None:

@@ -79,14 +79,18 @@ class _Handler:
             asyncio.get_running_loop().call_later(0.05, session.transport.close)
         return f"{fault.code} {fault.text}"
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         reply = await self._apply(session, "MAIL", [])
         if reply:
             return reply
         envelope.mail_from = address
         return "250 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         reply = await self._apply(session, "RCPT", [address])
         if reply:
             return reply
@@ -125,8 +129,9 @@ class FaultySMTPServer:
     def __init__(self) -> None:
         self.handler = _Handler()
         self.port = free_port()
-        self.controller = _Controller(self.handler, hostname="127.0.0.1", port=self.port,
-                                      decode_data=False, ready_timeout=10)
+        self.controller = _Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, decode_data=False, ready_timeout=10
+        )
 
     def start(self) -> None:
         self.controller.start()

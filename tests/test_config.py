@@ -68,7 +68,10 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
         ("[[feeds]]\nname = 'B'\nurl = 'missing.xml'\n", "feeds[1].url: local feed file not found"),
         ("[[feeds]]\nname = 'A'\nurl = 'feed.xml'\n", "feeds[1].name: duplicate feed name"),
         ("[[subscribers]]\nemail = 'not-an-address'\n", "subscribers[0].email: not a valid email address"),
-        ("[[subscribers]]\nemail = 'a@example.com'\ntopics = ['Nope']\n", "subscribers[0].topics: unknown topic 'Nope'"),
+        (
+            "[[subscribers]]\nemail = 'a@example.com'\ntopics = ['Nope']\n",
+            "subscribers[0].topics: unknown topic 'Nope'",
+        ),
     ],
 )
 def test_each_problem_names_file_and_key(tmp_path: Path, extra: str, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -287,6 +288,19 @@ def test_stories_ordered_by_coverage_then_priority_then_newest_then_id() -> None
     ]
     order = [s.lead.id for s in group(entries)]
     assert order == ["three0", "two0", "solo-high0", "solo-new0", "id-a0", "id-b0", "same-feed0", "solo-old0"]
+
+
+def test_exact_ties_resolve_the_same_whatever_the_input_order() -> None:
+    """b is as close to a as to c (a and c share nothing): only one pair can win the tie."""
+    chain = [
+        entry("a", "alpha beta gamma", feed="X"),
+        entry("b", "gamma delta epsilon", feed="Y"),
+        entry("c", "epsilon zeta eta", feed="Z"),
+    ]
+    results = {group(list(p)) for p in itertools.permutations(chain)}
+    assert len(results) == 1
+    (stories,) = results
+    assert sorted(len(s.entries) for s in stories) == [1, 2], "the tie is real: one pair merges, not all three"
 
 
 def test_empty_input() -> None:

@@ -31,14 +31,18 @@ def test_readme_quick_start_commands_are_the_ones_we_run() -> None:
 
 def test_bundled_config_sends_with_the_real_clock_then_sends_nothing(tmp_path: Path) -> None:
     copy_project_config(tmp_path)
-    first = subprocess.run([sys.executable, "-m", "digest", "send"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=120, check=False)
+    first = subprocess.run(
+        [sys.executable, "-m", "digest", "send"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
     assert first.returncode == 0, first.stderr
-    assert re.search(r"^5 feeds, 4\d new entries, \d+ stories, delivered to 3 of 3 subscribers \(Maildir .*outbox\)$",
-                     first.stdout.strip()), first.stdout
+    assert re.search(
+        r"^5 feeds, 4\d new entries, \d+ stories, delivered to 3 of 3 subscribers \(Maildir .*outbox\)$",
+        first.stdout.strip(),
+    ), first.stdout
     assert len(list((tmp_path / "outbox" / "new").iterdir())) == 3
-    second = subprocess.run([sys.executable, "-m", "digest", "send"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120, check=False)
+    second = subprocess.run(
+        [sys.executable, "-m", "digest", "send"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
     assert second.returncode == 0, second.stderr
     assert "nothing new" in second.stdout
     assert len(list((tmp_path / "outbox" / "new").iterdir())) == 3
@@ -46,8 +50,23 @@ def test_bundled_config_sends_with_the_real_clock_then_sends_nothing(tmp_path: P
 
 def test_wheel_ships_the_templates(tmp_path: Path) -> None:
     pytest.importorskip("hatchling")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("digest-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "digest/templates/digest.html.j2" in names
@@ -84,6 +103,7 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 
 
 def test_python_dash_m_digest_works() -> None:
-    result = subprocess.run([sys.executable, "-m", "digest", "--help"], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "digest", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0 and "send" in result.stdout

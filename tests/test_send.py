@@ -74,8 +74,10 @@ def test_every_story_title_is_in_both_parts(make_config: MakeConfig, smtp_server
 
     flat_text = " ".join(text.split())
     for story in edition.stories:
-        assert html_mod.escape(story.lead.title, quote=False) in html.replace("&#39;", "'").replace("&#x27;", "'") or \
-            html_mod.escape(story.lead.title) in html
+        assert (
+            html_mod.escape(story.lead.title, quote=False) in html.replace("&#39;", "'").replace("&#x27;", "'")
+            or html_mod.escape(story.lead.title) in html
+        )
         assert " ".join(story.lead.title.split()) in flat_text
 
 
@@ -116,8 +118,9 @@ def test_message_ids_are_deterministic_per_edition_and_subscriber(make_config: M
     ids = {str(m["To"]): m["Message-ID"] for m in mailbox.Maildir(tmp_path / "outbox", create=False)}
     from digest.mail import message_id
 
-    assert ids["Ada Lovelace <ada@example.com>"] == message_id(__import__("datetime").date(2026, 11, 21),
-                                                               "ada@example.com", "orbitdaily.example")
+    assert ids["Ada Lovelace <ada@example.com>"] == message_id(
+        __import__("datetime").date(2026, 11, 21), "ada@example.com", "orbitdaily.example"
+    )
 
 
 def test_dry_run_records_nothing(make_config: MakeConfig, tmp_path: Path) -> None:
