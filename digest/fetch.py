@@ -20,7 +20,6 @@ stops the others and `digest status` can say why.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ipaddress
 import logging
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 _ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024
-_CLOSE = ("Connection", "close")
 _URL_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in '"<>\\^`{|}')
 """Printable ASCII a request target may carry as is (existing escapes kept); the rest is %-encoded."""
 
@@ -201,21 +199,31 @@ async def _get(tls: _TlsContext, feed: FeedSpec, cached: Validators, settings: F
         headers.append(("If-Modified-Since", cached.last_modified))
     url, new_url, permanent = feed.url, None, True
     allow = tuple(h.lower() for h in settings.allow_hosts)
-    for _hop in range(settings.max_redirects + 1):
-        await check_url(url, allow)
-        async with _exchange(url, headers, allow, tls) as response:
+    connection: _Connection | None = None
+    try:
+        for _hop in range(settings.max_redirects + 1):
+            await check_url(url, allow)
+            if connection is None or not connection.serves(url):
+                if connection is not None:
+                    connection.close()
+                connection = await _Connection.open(url, allow, tls)
+            response = await connection.get(url, headers)
             location = response.header(b"location")
             if response.status in _REDIRECTS and location:
                 permanent = permanent and response.status in (301, 308)
                 url = urljoin(url, location)
                 new_url = url if permanent else new_url
+                await connection.finish(response)
                 continue
             return await _answer(feed, url, response, cached, settings.max_bytes, new_url)
+    finally:
+        if connection is not None:
+            connection.close()
     return FetchResult(feed, None, cached, 0, f"too many redirects: over {settings.max_redirects}", new_url)
 
 
 class _Response:
-    """The answer to one GET, read from its own connection with h11 (bounded header size)."""
+    """The answer to one GET, read with h11 (which bounds the size of the head)."""
 
     def __init__(self, reader: asyncio.StreamReader, conn: h11.Connection) -> None:
         self.reader, self.conn = reader, conn
@@ -246,34 +254,57 @@ class _Response:
         return None
 
 
-@contextlib.asynccontextmanager
-async def _exchange(
-    url: str, headers: list[tuple[str, str]], allow: tuple[str, ...], tls: _TlsContext
-) -> AsyncIterator[_Response]:
-    """One GET on a connection of its own, to an address checked right here (at connect time).
-
-    No pool: each feed is fetched once per poll, so sharing connections across feeds buys
-    nothing, and a shared pool's bookkeeping grows with connections x requests.
-    """
+def _origin(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
-    https = parts.scheme == "https"
-    host = parts.hostname or ""
-    port = parts.port or (443 if https else 80)
-    try:
-        authority = parts.netloc.rsplit("@", 1)[-1].encode("idna").decode("ascii")
-    except UnicodeError:
-        raise Refused(f"refused URL: not a valid host name in {url[:200]!r}") from None
-    target = quote(urlunsplit(("", "", parts.path or "/", parts.query, "")), safe=_URL_SAFE)
-    reader, writer = await _connect(host, port, allow, tls.get() if https else None)
-    try:
-        conn = h11.Connection(h11.CLIENT)
-        request = h11.Request(method="GET", target=target, headers=[("Host", authority), *headers, _CLOSE])
-        writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
-        response = _Response(reader, conn)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class _Connection:
+    """One feed's connection, to an address checked at connect time, kept only across that
+    feed's redirects to the same origin. No pool across feeds: each feed is fetched once per
+    poll, so sharing buys nothing, and a shared pool's bookkeeping grows with connections x requests.
+    """
+
+    def __init__(
+        self, origin: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.origin, self.reader, self.writer = origin, reader, writer
+        self.conn = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, url: str, allow: tuple[str, ...], tls: _TlsContext) -> _Connection:
+        origin = scheme, host, port = _origin(url)
+        reader, writer = await _connect(host, port, allow, tls.get() if scheme == "https" else None)
+        return cls(origin, reader, writer)
+
+    def serves(self, url: str) -> bool:
+        return self.conn.our_state is h11.IDLE and _origin(url) == self.origin
+
+    async def get(self, url: str, headers: list[tuple[str, str]]) -> _Response:
+        parts = urlsplit(url)
+        try:
+            authority = parts.netloc.rsplit("@", 1)[-1].encode("idna").decode("ascii")
+        except UnicodeError:
+            raise Refused(f"refused URL: not a valid host name in {url[:200]!r}") from None
+        target = quote(urlunsplit(("", "", parts.path or "/", parts.query, "")), safe=_URL_SAFE)
+        request = h11.Request(method="GET", target=target, headers=[("Host", authority), *headers])
+        self.writer.write(self.conn.send(request) + self.conn.send(h11.EndOfMessage()))
+        response = _Response(self.reader, self.conn)
         await response.start()
-        yield response
-    finally:
-        writer.transport.abort()
+        return response
+
+    async def finish(self, response: _Response) -> None:
+        """Reads the rest of a (small) redirect body so that the next hop may reuse the connection."""
+        size = 0
+        async for chunk in response.chunks():
+            size += len(chunk)
+            if size > _CHUNK:
+                return
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+
+    def close(self) -> None:
+        self.writer.transport.abort()
 
 
 async def _connect(

@@ -32,11 +32,13 @@ MARKS = (NAME_MARK, EMAIL_MARK, UNSUBSCRIBE_MARK)
 HTML = (
     "<!doctype html>\n<html><body>\n"
     f"<p>Hello {NAME_MARK},</p>\n"
-    + "<p>" + "A long inlined line with = signs and caf\u00e9s. " * 40 + f"{NAME_MARK} again</p>\n"
+    + "<p>"
+    + "A long inlined line with = signs and caf\u00e9s. " * 40
+    + f"{NAME_MARK} again</p>\n"
     + f"{EMAIL_MARK}{NAME_MARK}\n"
     + f'<p style="color: #666"><a href="{UNSUBSCRIBE_MARK}">Unsubscribe</a> {EMAIL_MARK} \n'
     + "trailing blank before a break \n.\n"
-    + f"<a href=\"{UNSUBSCRIBE_MARK}\">{UNSUBSCRIBE_MARK}</a></p></body></html>"
+    + f'<a href="{UNSUBSCRIBE_MARK}">{UNSUBSCRIBE_MARK}</a></p></body></html>'
 )
 TEXT = f"ORBIT DAILY\n\nHello {NAME_MARK},\n" + "=" * 120 + f"\nSent to {EMAIL_MARK}.\nUnsubscribe: {UNSUBSCRIBE_MARK}"
 RENDERED = Rendered(("Launch",), "Orbit Daily: 21 November 2026: Colossus reaches orbit", HTML, TEXT, 3)
@@ -123,15 +125,16 @@ def rfc2047_display_name(raw: bytes) -> str:
 
 names = st.one_of(
     st.text(NO_CR, max_size=100),
-    st.lists(st.sampled_from(['"', ",", "\\", "=?utf-8?q?x?=", "🚀", "Zoë", "O'Brien", " ", "(", "<a@b>", "..."]))
-    .map("".join),
+    st.lists(st.sampled_from(['"', ",", "\\", "=?utf-8?q?x?=", "🚀", "Zoë", "O'Brien", " ", "(", "<a@b>", "..."])).map(
+        "".join
+    ),
 )
 emails = st.emails().map(valid_email).filter(bool)
 
 
 @given(names, emails)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
-@example("Zoë \"Z\" O'Brien, Ph.D. 🚀" * 5, "zoe.o'brien@example.com")
+@example('Zoë "Z" O\'Brien, Ph.D. 🚀' * 5, "zoe.o'brien@example.com")
 @example("", "a@b.example")
 @example("=?utf-8?q?evil?=", "a@b.example")
 def test_message_parses_strictly_and_decodes_to_the_reference(name: str, email: str) -> None:
