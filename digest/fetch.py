@@ -12,6 +12,11 @@ Feeds are written by strangers, so every fetch is bounded and contained:
   between check and connect does not help), unless the host is listed in [fetch] allow_hosts.
   TLS still verifies the certificate against the host name.
 
+Speed: every feed is fetched at once (up to [fetch] concurrency), each on a connection of its
+own, kept only across its same-origin redirects: a poll fetches each feed once, so a pool
+shared across feeds buys nothing and its bookkeeping grew with connections x requests. The
+client is asyncio streams + h11 (which bounds the response head): ~0.5 ms of CPU per feed.
+
 Every failure is contained in its FetchResult with a reason that starts with its kind
 ("timeout", "too large", "refused address", "HTTP 404", ...), so one bad feed never
 stops the others and `digest status` can say why.
@@ -32,7 +37,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-import certifi
 import h11
 
 from .models import FeedSpec, FetchResult, FetchSettings, Validators
@@ -138,6 +142,8 @@ class _TlsContext:
 
     def get(self) -> ssl.SSLContext:
         if self.context is None:
+            import certifi  # only for https feeds: its import costs 25 ms of every start-up
+
             self.context = ssl.create_default_context(cafile=certifi.where())
             self.context.set_alpn_protocols(["http/1.1"])
         return self.context

@@ -19,10 +19,11 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -79,7 +80,9 @@ def parse_all(fetched: Sequence[FetchResult], now: datetime, max_entries: int = 
     """
     jobs = [(i, r.feed, r.body) for i, r in enumerate(fetched) if r.body]
     out: list[ParseResult | None] = [None] * len(fetched)
-    workers = min(_cores(), len(jobs) // PARALLEL_MIN)
+    # fork only from a single-threaded process (`digest send`, `digest fetch`): a fork while
+    # other threads hold locks (the daemon's scheduler and web threads) can deadlock the child
+    workers = min(_cores(), len(jobs) // PARALLEL_MIN) if threading.active_count() == 1 else 1
     for i, result in _in_workers(jobs, now, max_entries, workers) if workers > 1 else _batch(jobs, now, max_entries):
         out[i] = result
     return out
@@ -105,16 +108,20 @@ def _in_workers(
 ) -> list[tuple[int, ParseResult]]:
     """Forked workers (they inherit the imported parser: no start-up); a batch whose worker
     failed (it died, say) is parsed here instead, so each feed still gets its own result."""
-    batches = [jobs[k :: workers * 4] for k in range(workers * 4)]
+    batches = [jobs[k :: workers * 4] for k in range(workers * 4) if jobs[k :: workers * 4]]
     done: list[tuple[int, ParseResult]] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: the workers only parse
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    with pool:
-        futures = [(batch, pool.submit(_batch, batch, now, max_entries)) for batch in batches if batch]
-        for batch, future in futures:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures: list[Future[list[tuple[int, ParseResult]]] | None] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: the workers only parse
+            for batch in batches:
+                try:
+                    futures.append(pool.submit(_batch, batch, now, max_entries))
+                except Exception:  # noqa: BLE001 - the pool broke already: parsed here below
+                    futures.append(None)
+        for batch, future in zip(batches, futures, strict=True):
             try:
-                done += future.result()
+                done += future.result() if future else _batch(batch, now, max_entries)
             except Exception as exc:  # noqa: BLE001 - a lost worker must not lose the poll
                 log.warning("parse worker failed (%s: %s); parsing %d feeds here", type(exc).__name__, exc, len(batch))
                 done += _batch(batch, now, max_entries)
@@ -226,7 +233,8 @@ def plain_text(markup: str) -> str:
     if "<" in markup:  # tokenised as a browser would: bare tags left, no attributes, script/style dropped
         markup = nh3.clean(markup, tags=_TEXT_TAGS, attributes={"*": set()}, link_rel=None)
     text = _drop_tags(html.unescape(_drop_tags(markup)))
-    text = "".join(c if c.isprintable() else " " for c in text)
+    if not text.isprintable():  # the common case is checked in C; the rare one char by char
+        text = "".join(c if c.isprintable() else " " for c in text)
     return _SPACE.sub(" ", text).strip()
 
 

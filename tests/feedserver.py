@@ -19,6 +19,10 @@ class Route:
     handler: Callable[[BaseHTTPRequestHandler], None] | None = None
 
 
+class _Backlogged(ThreadingHTTPServer):
+    request_queue_size = 128  # dozens of feeds connect at once: a backlog of 5 drops SYNs (1 s retransmits)
+
+
 class FeedServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -54,7 +58,7 @@ class FeedServer:
                 self.end_headers()
                 self.wfile.write(route.body)
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd = _Backlogged((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

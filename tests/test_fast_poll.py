@@ -1,4 +1,4 @@
-"""Fast polling (issue 9) without losing containment: parsing in worker processes, linear text.
+"""Fast polling (issue 9) without losing safety: parse workers, linear text, TLS on our own client.
 
 `parse_all` must give exactly what parsing each feed here would, in order, even when a
 worker process dies; `plain_text` must stay linear on markup made to make regexes rescan.
@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import ssl
+import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
+from feedserver import FeedServer
 from hostile_corpus import CORPUS, item, rss
 
-from digest import parse
-from digest.models import FeedSpec, FetchResult
+from digest import fetch, parse
+from digest.models import FeedSpec, FetchResult, FetchSettings
 
 NOW = datetime(2026, 11, 21, 7, tzinfo=UTC)
 
@@ -77,3 +84,67 @@ def test_plain_text_keeps_words_apart_and_drops_hidden_content() -> None:
     assert parse.plain_text("Hi <script>alert(1)</script><style>p{}</style>there") == "Hi there"
     assert parse.plain_text('<p title="</noscript><img src=x onerror=alert(1)>">text</p>') == "text"
     assert parse.plain_text("3 &gt; 2 &amp; 1 &lt; 2") == "3 > 2 & 1 < 2"
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """An HTTPS feed server on 127.0.0.1 with a self-signed certificate for "localhost"."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    server = FeedServer()
+    server.add("/feed.xml", rss(item("Over TLS", "t1")))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    server.start()
+    try:
+        yield server.port, cert
+    finally:
+        server.stop()
+
+
+def test_https_verifies_the_certificate_and_its_host_name(
+    tls_server: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, cert = tls_server
+    settings = FetchSettings(timeout=5.0, allow_hosts=("127.0.0.1", "localhost"))
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(fetch, "resolve", resolve)
+    feeds = [
+        FeedSpec("named", f"https://localhost:{port}/feed.xml"),
+        FeedSpec("ip", f"https://127.0.0.1:{port}/feed.xml"),
+    ]
+    untrusted = fetch.fetch_all(feeds[:1], {}, settings)[0]
+    assert untrusted.error and "CERTIFICATE_VERIFY_FAILED" in untrusted.error
+    monkeypatch.setattr(certifi, "where", lambda: str(cert))  # trust the test certificate
+    named, by_ip = fetch.fetch_all(feeds, {}, settings)
+    assert named.ok and b"Over TLS" in (named.body or b"")  # positive control: trusted, right name
+    assert by_ip.error and "IP address mismatch" in by_ip.error  # the certificate names localhost only
+
+
+def test_no_fork_from_a_process_with_other_threads() -> None:
+    """The daemon has scheduler and web threads: a fork there could deadlock a worker."""
+    import threading
+
+    assert threading.active_count() == 1  # control: the parallel path is open here
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait, daemon=True)
+    helper.start()
+    try:
+        fetched = _fetched(40)
+        forked: list[int] = []
+        os.register_at_fork(after_in_parent=lambda: forked.append(1))
+        assert parse.parse_all(fetched, NOW) == _serial(fetched)
+        assert forked == []
+    finally:
+        release.set()
+        helper.join()
