@@ -80,6 +80,17 @@ def smtp_server() -> Iterator[FaultySMTPServer]:
 
 
 @pytest.fixture
+def second_server() -> Iterator[FeedServer]:
+    """A feed server on another loopback address (127.0.0.2), for redirect refusals."""
+    server = FeedServer("127.0.0.2")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
     server = FeedServer()
     server.start()

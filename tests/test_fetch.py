@@ -10,7 +10,6 @@ import http.client
 import time
 import tracemalloc
 import zlib
-from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -38,14 +37,6 @@ def stub_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-@pytest.fixture
-def second_server() -> Iterator[FeedServer]:
-    server = FeedServer("127.0.0.2")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def one(url: str, **settings: object) -> FetchResult:

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -53,14 +52,6 @@ finally:
 """
 
 
-@pytest.fixture
-def second_server() -> Iterator[FeedServer]:
-    server = FeedServer("127.0.0.2")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class _Attributes(html.parser.HTMLParser):
