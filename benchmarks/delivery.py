@@ -18,11 +18,9 @@ import argparse
 import asyncio
 import json
 import shutil
-import smtplib
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +31,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
+
+import stages  # noqa: E402  (benchmarks/ is on sys.path)
 
 from digest import config as config_mod  # noqa: E402
 from digest import mail, pipeline  # noqa: E402
@@ -114,27 +114,7 @@ def _config(folder: Path, port: int, n: int, connections: int) -> Path:
 
 def _ceiling(port: int, message: bytes, n: int, connections: int) -> float:
     """Seconds for bare smtplib loops (one per connection) to send `message` n times in all."""
-    shares = [n // connections + (i < n % connections) for i in range(connections)]
-    errors: list[BaseException] = []
-
-    def loop(count: int) -> None:
-        try:
-            conn = smtplib.SMTP("127.0.0.1", port, timeout=60)
-            for i in range(count):
-                conn.sendmail("news@orbitdaily.example", [f"reader{i:05d}@example.com"], message)
-            conn.quit()
-        except (smtplib.SMTPException, OSError) as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=loop, args=(share,)) for share in shares]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise RuntimeError(f"ceiling loop failed: {errors[0]!r}")
-    return time.perf_counter() - started
+    return float(stages.ceiling(port, message, n, connections)["wall_s"])
 
 
 def run(n_messages: int = 10_000, connections: int = 1, delay_ms: float = 0.0) -> dict[str, Any]:
