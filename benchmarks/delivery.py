@@ -82,18 +82,18 @@ def _serve(delay: float, lifetime: float) -> None:
 @contextmanager
 def sink(delay_ms: float, lifetime: float = 1800.0) -> Iterator[int]:
     """The port of a sink in its own process, stopped on exit (or by itself after `lifetime`)."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, __file__, "--sink", str(delay_ms), str(lifetime)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.strip().isdigit():
-            raise RuntimeError("the benchmark sink did not start")
-        yield int(line)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    ) as proc:  # the context closes the stdout pipe
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line.strip().isdigit():
+                raise RuntimeError("the benchmark sink did not start")
+            yield int(line)
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def _config(folder: Path, port: int, n: int, connections: int) -> Path:

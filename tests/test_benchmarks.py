@@ -60,8 +60,6 @@ def test_sink_accepts_and_counts_messages() -> None:
     assert size >= 3 * len(message)  # the sink keeps dot-stuffing: it only counts
 
 
-# benchmarks/delivery.py's sink() leaves its stdout pipe to the garbage collector (its owner is told).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_tiny_run_writes_every_figure_and_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "latest.json"
     assert bench.main(["--tiny", "--no-rss2email", "--out", str(out)]) == 0
