@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from datetime import date
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -26,13 +27,8 @@ NOW = "2026-11-21T07:00:00+00:00"
 EMAILS = [f"reader{i:02d}@example.com" for i in range(40)]
 
 
-@pytest.mark.parametrize(("kill_after", "connections"), [(3, 1), (20, 3)])
-def test_sigkill_mid_batch_then_send_again_loses_nobody_and_duplicates_at_most_in_flight(
-    make_config: MakeConfig, smtp_server: FaultySMTPServer, kill_after: int, connections: int
-) -> None:
-    config = make_config(smtp=smtp_server, subscribers=[{"email": e, "name": e[:8]} for e in EMAILS])
-    text = config.read_text(encoding="utf-8")
-    config.write_text(text.replace("[smtp]\n", f"[smtp]\nconnections = {toml_value(connections)}\n", 1))
+def send_then_kill(config: Path, smtp_server: FaultySMTPServer, after: int) -> None:
+    """Start `digest send` in a subprocess and SIGKILL it once the server took `after` messages."""
     smtp_server.handler.delay = 0.02  # per SMTP command: the batch takes a few seconds
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -42,13 +38,23 @@ def test_sigkill_mid_batch_then_send_again_loses_nobody_and_duplicates_at_most_i
     )
     try:
         deadline = time.monotonic() + 60
-        while len(smtp_server.received) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+        while len(smtp_server.received) < after and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         assert proc.poll() is None, proc.communicate()
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
         proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(("kill_after", "connections"), [(3, 1), (20, 3)])
+def test_sigkill_mid_batch_then_send_again_loses_nobody_and_duplicates_at_most_in_flight(
+    make_config: MakeConfig, smtp_server: FaultySMTPServer, kill_after: int, connections: int
+) -> None:
+    config = make_config(smtp=smtp_server, subscribers=[{"email": e, "name": e[:8]} for e in EMAILS])
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[smtp]\n", f"[smtp]\nconnections = {toml_value(connections)}\n", 1))
+    send_then_kill(config, smtp_server, kill_after)
     smtp_server.handler.delay = 0.0
     first = len(smtp_server.received)
     assert kill_after <= first < len(EMAILS)
@@ -71,21 +77,7 @@ def test_sigkill_mid_batch_then_send_again_loses_nobody_and_duplicates_at_most_i
 def test_the_state_survives_the_kill(make_config: MakeConfig, smtp_server: FaultySMTPServer) -> None:
     """After the kill, the records say sent for exactly the messages the server took (minus in-flight)."""
     config = make_config(smtp=smtp_server, subscribers=[{"email": e} for e in EMAILS[:20]])
-    smtp_server.handler.delay = 0.02
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "digest", "--config", str(config), "send", "--now", NOW],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while len(smtp_server.received) < 8 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+    send_then_kill(config, smtp_server, 8)
     accepted = set(smtp_server.by_recipient())
     with Store(config_mod.load(config).state_path) as store:
         rows = store.db.execute("SELECT email, status FROM deliveries").fetchall()
