@@ -15,7 +15,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from feedserver import FeedServer
 from smtp_fault import FaultySMTPServer
 
+Server = TypeVar("Server", FaultySMTPServer, FeedServer)
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_FEEDS = ROOT / "examples" / "feeds"
 
@@ -69,35 +70,29 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[FaultySMTPServer]:
-    server = FaultySMTPServer()
+def running(server: Server) -> Iterator[Server]:
+    """Start a local test server, hand it to the test, and always stop it."""
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[FaultySMTPServer]:
+    yield from running(FaultySMTPServer())
 
 
 @pytest.fixture
 def second_server() -> Iterator[FeedServer]:
     """A feed server on another loopback address (127.0.0.2), for redirect refusals."""
-    server = FeedServer("127.0.0.2")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(FeedServer("127.0.0.2"))
 
 
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
-    server = FeedServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(FeedServer())
 
 
 SUBSCRIBERS = [
