@@ -6,6 +6,7 @@ as a value, so no stage has to import the loader.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -179,6 +180,34 @@ class ParseResult:
     error: str | None = None
 
 
+_FEED_QUALIFIER = re.compile(r"\([^)]*\)|\s+(?:-|>|\||–|—)\s.*$|:\s.*$")
+_DOMAIN_TAIL = re.compile(r"\.(?:com|co\.uk|co\.nz|com\.au|org|net|news)\b")
+
+
+def outlet_key(feed_name: str) -> str:
+    """The outlet behind a feed's name: an outlet's site and its YouTube channel are one outlet.
+
+    Feed titles name the outlet first and the channel after ("CNN.com - RSS Channel",
+    "CNN (YouTube channel feed)", "FOX News latest"): drop parentheses and the part after a
+    separator, a domain tail and a leading "The", then keep the first two words.
+    """
+    name = _FEED_QUALIFIER.sub("", feed_name.casefold()).strip()
+    name = _DOMAIN_TAIL.sub("", name)
+    words = re.findall(r"\w+", name)
+    if words[:1] == ["the"] and len(words) > 1:
+        words = words[1:]
+    return " ".join(words[:2]) or feed_name.casefold().strip()
+
+
+@dataclass(frozen=True)
+class Outlet:
+    """One outlet under "Also covered by": its best report, and how many it had in the story."""
+
+    name: str
+    entry: Entry
+    count: int
+
+
 # --------------------------------------------------------------------------- edition
 
 
@@ -197,6 +226,17 @@ class Story:
     @property
     def entries(self) -> tuple[Entry, ...]:
         return (self.lead, *self.also)
+
+    @property
+    def outlets(self) -> tuple[Outlet, ...]:
+        """"Also covered by", each outlet once: its first (best) report in `also` order, with its count."""
+        best: dict[str, Entry] = {}
+        count: dict[str, int] = {}
+        for entry in self.also:
+            key = outlet_key(entry.feed)
+            best.setdefault(key, entry)
+            count[key] = count.get(key, 0) + 1
+        return tuple(Outlet(entry.feed, entry, count[key]) for key, entry in best.items())
 
 
 @dataclass(frozen=True)
