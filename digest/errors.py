@@ -8,7 +8,8 @@
      +-- ParseError             one feed could not be parsed (contained per feed)
      +-- RenderError            a template is missing or broken
      +-- MailError              the mail transport failed as a whole
-     +-- SubscriberError        a subscriber edit was refused
+     +-- ConfigEditError        an edit of config.toml was refused (nothing written)
+          +-- SubscriberError   a subscriber edit was refused
 
 Per-feed and per-recipient errors are recorded and reported, not raised to the user.
 """
@@ -48,5 +49,9 @@ class MailError(DigestError):
     pass
 
 
-class SubscriberError(DigestError):
+class ConfigEditError(DigestError):
+    pass
+
+
+class SubscriberError(ConfigEditError):
     pass

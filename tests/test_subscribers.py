@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from smtp_fault import FaultySMTPServer
 
 from digest import config as config_mod
+from digest import config_edit
 from digest import subscribers as subs
 from digest.cli import main
 from digest.store import Store
@@ -203,9 +204,9 @@ def test_edits_are_atomic_and_keep_the_file_mode(commented: Path) -> None:
     def crash(_tmp: Path) -> None:
         raise KeyboardInterrupt  # dies between writing the temp file and the rename
 
-    original = subs.write_atomic
+    original = config_edit.write_atomic
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(subs, "write_atomic", lambda path, data: original(path, data, before_replace=crash))
+        patch.setattr(config_edit, "write_atomic", lambda path, data: original(path, data, before_replace=crash))
         with pytest.raises(KeyboardInterrupt):
             subs.add(commented, "new@example.com")
     assert commented.read_bytes() == before
