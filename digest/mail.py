@@ -232,10 +232,29 @@ def _qp(text: str, last: bool) -> bytes:
     # Mid-line, encode with one more character after: b2a_qp lets a line's last character reach
     # column 76, where the soft break's "=" would not fit.
     encoded = binascii.b2a_qp((text + "x" if mid_line else text).encode(), quotetabs=False, istext=True, header=False)
-    encoded = encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    encoded = _fold(encoded.replace(b"\r\n", b"\n")).replace(b"\n", b"\r\n")
     if mid_line:
         return encoded[:-1] if encoded.endswith(b"=\r\nx") else encoded[:-1] + b"=\r\n"
     return encoded if encoded.endswith(b"\r\n") else encoded + b"\r\n"
+
+
+def _fold(encoded: bytes) -> bytes:
+    """Soft-break lines over 76 characters: b2a_qp lets a line's trailing `=20` reach column 77."""
+    lines = encoded.split(b"\n")
+    if max(map(len, lines)) <= 76:
+        return encoded
+    out = []
+    for line in lines:
+        while len(line) > 76:
+            cut = 75
+            if line[cut - 1 : cut] == b"=":
+                cut -= 1
+            elif line[cut - 2 : cut - 1] == b"=":
+                cut -= 2
+            out.append(line[:cut] + b"=")
+            line = line[cut:]
+        out.append(line)
+    return b"\n".join(out)
 
 
 def html_part(message: bytes) -> str:
