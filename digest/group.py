@@ -45,7 +45,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from digest.models import Entry, GroupingSettings, Story
+from digest.models import Entry, GroupingSettings, Story, link_key
 
 TITLE_WEIGHT = 2.0  # a title term counts as two summary terms
 NAME_WEIGHT = 1.5  # boost for terms the batch capitalises mid-sentence
@@ -263,10 +263,10 @@ def _similarities(items: list[Entry], vectors: list[Vector]) -> dict[int, float]
 def _duplicates(items: list[Entry]) -> list[tuple[int, int]]:
     """Pairs that must merge: same non-empty link or same non-empty guid."""
     pairs: list[tuple[int, int]] = []
-    for field in ("link", "guid"):
+    for key in (lambda e: link_key(e.link), lambda e: e.guid.strip()):
         first: dict[str, int] = {}
         for index, entry in enumerate(items):
-            value = getattr(entry, field).strip()
+            value = key(entry)
             if value:
                 pairs.append((first.setdefault(value, index), index))
     return [(i, j) for i, j in pairs if i != j]

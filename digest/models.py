@@ -199,6 +199,19 @@ def outlet_key(feed_name: str) -> str:
     return " ".join(words[:2]) or feed_name.casefold().strip()
 
 
+def link_key(link: str) -> str:
+    """One key for the same page behind two links: http and https, www. or not, a trailing slash or not.
+
+    Links arrive canonical (parse.canonical_link: tracking parameters gone); this drops
+    only what readers would never call a different page.
+    """
+    _scheme, _, rest = link.partition("://")
+    host, slash, path = rest.partition("/")
+    host = host.removeprefix("www.")
+    path, query_mark, query = path.partition("?")
+    return f"{host}{slash}{path.rstrip('/')}{query_mark}{query}" if rest else ""
+
+
 @dataclass(frozen=True)
 class Outlet:
     """One outlet under "Also covered by": its best report, and how many it had in the story."""

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import feedparser
 import nh3
@@ -40,7 +40,10 @@ MAX_DOCUMENT = 32 * 1024 * 1024
 """Bytes: a cap before parsing, whatever the fetch allowed (local files included)."""
 MAX_AUTHOR = 256
 _TRACKING = re.compile(
-    r"^(utm_\w+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|_hsenc|_hsmi|ref|ref_src|cmpid|ncid|igshid)$", re.I
+    r"^(utm_\w+|ns_\w+|at_\w+|ito|fbclid|gclid|gbraid|wbraid|dclid|msclkid|yclid|twclid|mc_cid|mc_eid|_hsenc|_hsmi"
+    r"|_ga|_gl|ref|ref_src|cmpid|cmp|ncid|ocid|icid|smid|smtyp|igshid|xtor|wt_mc|s_cid|mkt_tok|sr_share|rss|feed"
+    r"|__twitter_impression|oly_\w+|vero_\w+|spm|ftag|traffic_source)$",
+    re.I,
 )
 _TAG = re.compile(r"<[^>]*>|<[A-Za-z/!?][^<>]*$")
 _SPACE = re.compile(r"\s+")
@@ -267,16 +270,25 @@ def _bounded_html(markup: str, limit: int) -> str:
 
 
 def canonical_link(url: str) -> str:
-    """Scheme and host lowercased, fragment and tracking parameters dropped."""
+    """The link readers get: scheme and host lowercased, default port, fragment and tracking parameters dropped.
+
+    The query's other parameters keep their order and their exact encoding: a site may
+    tell `a+b` from `a%20b`.
+    """
     url = url.strip()
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return ""
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
         return ""
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _TRACKING.match(k)])
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", query, ""))
+    netloc = parts.netloc.rpartition("@")[2].lower()
+    if port == {"http": 80, "https": 443}[scheme]:
+        netloc = netloc.rpartition(":")[0]
+    kept = [p for p in parts.query.split("&") if p and not _TRACKING.match(unquote_plus(p.partition("=")[0]))]
+    return urlunsplit((scheme, netloc, parts.path or "/", "&".join(kept), ""))
 
 
 def _published(raw: Any, now: datetime) -> datetime:

@@ -35,6 +35,10 @@ PERSONAL_ALLOWANCE = {NAME_MARK: 240, EMAIL_MARK: 320, UNSUBSCRIBE_MARK: 800}
 """Worst-case bytes each marker can become per occurrence (HTML-escaped name/address/URL)."""
 
 
+ALSO_OUTLETS = 4
+"""Outlets named under a story before "and N more": a busy story stays a line, not a list."""
+
+
 def packaged_templates() -> Path:
     """Inside an installed wheel the templates sit in the package; in a checkout, at the top."""
     inside = Path(str(files("digest"))) / "templates"
@@ -130,6 +134,7 @@ def render(
         "in_this_edition": _in_this_edition(sections, overflow),
         "preheader": " · ".join(s.lead.title for s in stories[:3]),
         "overflow": overflow,
+        "also_limit": ALSO_OUTLETS,
         "archive_url": f"{newsletter.base_url}/archive/{edition.key}/" if newsletter.base_url else "",
         "name_mark": NAME_MARK,
         "email_mark": EMAIL_MARK,

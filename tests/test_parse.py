@@ -18,8 +18,8 @@ import feedparser
 import pytest
 from hostile_corpus import CORPUS, item, rss
 
-from digest.models import FeedSpec
-from digest.parse import MAX_TITLE, parse_feed, plain_text
+from digest.models import FeedSpec, link_key
+from digest.parse import MAX_TITLE, canonical_link, parse_feed, plain_text
 
 NOW = datetime(2026, 11, 21, 7, tzinfo=UTC)
 FEED = FeedSpec("Hostile", "https://hostile.example/feed")
@@ -173,3 +173,32 @@ def test_dates_in_the_future_or_unparseable_fall_back() -> None:
 def test_plain_text_drops_double_escaped_markup() -> None:
     assert plain_text("&lt;img src=x onerror=alert(1)&gt;Hi") == "Hi"
     assert plain_text("a &amp; b") == "a & b"
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("https://www.bbc.co.uk/news/world-52891238?at_medium=RSS&at_campaign=KARANGA", "https://www.bbc.co.uk/news/world-52891238"),
+        ("https://www.dailymail.co.uk/news/a.html?ns_mchannel=rss&ito=1490&ns_campaign=1490", "https://www.dailymail.co.uk/news/a.html"),
+        ("HTTPS://News.Example.COM:443/a?utm_source=rss&id=7&fbclid=x#top", "https://news.example.com/a?id=7"),
+        ("http://example.com/search?q=a%20b&page=2", "http://example.com/search?q=a%20b&page=2"),  # encoding and order kept
+        ("https://user:secret@example.com/", "https://example.com/"),  # credentials never reach readers
+        ("https://example.com:8443/x", "https://example.com:8443/x"),
+        ("javascript:alert(1)", ""),
+        ("https://[::1/", ""),
+    ],
+)
+def test_links_shown_to_readers_lose_tracking_parameters(raw: str, clean: str) -> None:
+    assert canonical_link(raw) == clean
+
+
+def test_one_page_behind_two_links_has_one_key() -> None:
+    same = ["https://www.example.com/story/1/", "http://example.com/story/1", "https://example.com/story/1?utm_medium=rss"]
+    assert len({link_key(canonical_link(link)) for link in same}) == 1
+    assert link_key(canonical_link("https://example.com/story/2")) != link_key(canonical_link(same[0]))
+
+
+def test_feed_links_arrive_clean_in_entries() -> None:
+    body = rss("<item><title>Launch</title><link>https://example.com/launch?utm_source=rss&amp;ito=1490&amp;id=3</link></item>")
+    (entry,) = parse(body).entries
+    assert entry.link == "https://example.com/launch?id=3"

@@ -255,3 +255,35 @@ def test_a_missing_included_template_names_it_and_the_paths(make_config: MakeCon
 def test_a_missing_template_folder_is_named(make_config: MakeConfig, tmp_path: Path) -> None:
     code, err = send(make_config(newsletter={"templates": "nowhere"}))
     assert code == 1 and err.startswith("Error: [newsletter] templates: folder ") and "nowhere" in err
+
+
+def test_also_covered_by_names_each_outlet_once_and_stays_compact() -> None:
+    """A busy story lists each outlet once, with its count, then "and N more" (HTML and text)."""
+    lead = entry(1, "Heavy lifter reaches orbit", "Launch Report", "Launch")
+    also = (
+        entry(2, "Heavy lifter in orbit", "CNN.com - RSS Channel", "Launch"),
+        entry(3, "Watch: the launch", "CNN (YouTube channel feed)", "Launch"),
+        entry(4, "Orbit at last", "CNN.com - RSS Channel", "Launch"),
+        *(entry(n, f"Rocket report {n}", f"Outlet {n}", "Launch") for n in range(5, 11)),
+    )
+    edition = Edition(DAY, (Story(lead, also),), NOW)
+    html, text = parts(compose(render_fixed(edition)))
+    also_html = re.search(r'<p class="also".*?</p>', html, re.S)
+    assert also_html is not None
+    paragraph = also_html.group(0)
+    # CNN's site and its YouTube channel are one outlet, linked once (its best report) with the count
+    assert paragraph.count("CNN") == 1 and "CNN.com - RSS Channel</a> (3)" in paragraph
+    assert "https://cnn.com-rsschannel.example/2026/11/2" in paragraph
+    assert paragraph.count('class="also-link"') == render.ALSO_OUTLETS
+    assert paragraph.rstrip("</p>").endswith(f"and {7 - render.ALSO_OUTLETS} more")
+    block = text.split("Also covered by:", 1)[1].split("\n\n", 1)[0]
+    assert block.count("CNN") == 1 and "CNN.com - RSS Channel (3): https://" in block
+    assert f"and {7 - render.ALSO_OUTLETS} more" in block
+
+
+def test_two_outlets_read_as_a_sentence() -> None:
+    story = fixed_edition().stories[2]
+    html, text = parts(compose(render_fixed(Edition(DAY, (story,), NOW))))
+    assert re.search(r"Orbital Wire</a> and <a [^>]*>Launch Report</a></p>", html)
+    assert "  - Orbital Wire: https://orbitalwire.example/2026/11/2\n  - Launch Report: https://" in text
+    assert "more" not in re.search(r'<p class="also".*?</p>', html, re.S).group(0)  # type: ignore[union-attr]
