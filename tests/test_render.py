@@ -285,5 +285,5 @@ def test_two_outlets_read_as_a_sentence() -> None:
     story = fixed_edition().stories[2]
     html, text = parts(compose(render_fixed(Edition(DAY, (story,), NOW))))
     assert re.search(r"Orbital Wire</a> and <a [^>]*>Launch Report</a></p>", html)
-    assert "  - Orbital Wire: https://orbitalwire.example/2026/11/2\n  - Launch Report: https://" in text
+    assert "  - Orbital Wire: https://orbitalwire.example/2026/11/2\r\n  - Launch Report: https://" in text
     assert "more" not in re.search(r'<p class="also".*?</p>', html, re.S).group(0)  # type: ignore[union-attr]
