@@ -157,6 +157,14 @@ def _url(value: Any) -> str:
     return text
 
 
+def _proxy(value: Any) -> str:
+    """"" (no proxy, whatever the environment says) or http://[user:password@]host[:port]."""
+    text = _line(value).strip()
+    if text and not re.match(r"^http://[^\s/]+/?$", text):
+        raise ValueError(f'expected "" or an http://host:port proxy (https goes through its CONNECT), got {text!r}')
+    return text
+
+
 def _hosts(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of host names")
@@ -230,6 +238,7 @@ _TABLES: dict[str, dict[str, tuple[str, Check]]] = {
         "max_entries": ("max_entries", _int(1, 10000)),
         "max_redirects": ("max_redirects", _int(0, 5)),
         "user_agent": ("user_agent", _line),
+        "proxy": ("proxy", _proxy),
     },
     "grouping": {"threshold": ("threshold", _num(0.0, 1.0))},
     "delivery": {"transport": ("transport", _choice("maildir", "smtp")), "maildir": ("maildir", _str)},
