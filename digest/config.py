@@ -298,8 +298,19 @@ class _Problems:
         return out
 
 
-def load(path: Path) -> Config:
-    """Read and validate; raise one ConfigError naming every problem."""
+def load(path: Path, *, require_feeds: bool = True) -> Config:
+    """Read and validate; raise one ConfigError naming every problem.
+
+    A config without feeds is valid to edit (`digest init` writes one, `digest feeds add`
+    fills it) but not to run: `require_feeds` says which.
+    """
+    config = _load(path)
+    if require_feeds and not config.feeds:
+        raise ConfigError(f"{path}: feeds: no [[feeds]] configured: add one with `digest feeds add URL`")
+    return config
+
+
+def _load(path: Path) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -325,8 +336,6 @@ def from_dict(raw: Mapping[str, Any], path: Path) -> Config:
             problems.add(key, f"unknown table (known: {', '.join([*_TABLES, 'feeds', 'subscribers'])})")
     feeds = _feeds(raw.get("feeds", []), problems, base)
     subscribers = _subscribers(raw.get("subscribers", []), problems, {f.section for f in feeds})
-    if not feeds:
-        problems.add("feeds", "no [[feeds]] configured: add at least one feed")
     if problems.items:
         raise ConfigError(_joined(problems.items))
     news = tables.get("newsletter", {})
