@@ -357,11 +357,11 @@ def _send_test(obj: Context, now: str | None, test: bool, emails: tuple[str, ...
         f"Test of edition {sent.edition.key} ({len(sent.edition.stories)} stories) sent to"
         f" {len(ok)} of {len(addresses)} ({sent.destination}); nothing recorded"
     )
-    for outcome in sent.outcomes:
-        if outcome.status != "sent":
-            click.echo(f"  not sent to {outcome.email}: {outcome.code or ''} {outcome.text}".rstrip(), err=True)
-    if len(ok) < len(addresses):
-        sys.exit(1)
+    missed = [o for o in sent.outcomes if o.status != "sent"]
+    if missed:
+        reply = f"{missed[0].code} {missed[0].text}" if missed[0].code else missed[0].text
+        more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
+        raise DigestError(f"the test did not reach {missed[0].email}: {reply}{more}")
 
 
 @main.command()

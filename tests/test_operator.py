@@ -22,7 +22,7 @@ from click.testing import CliRunner, Result
 from conftest import ROOT, MakeConfig
 from feedserver import FeedServer
 from hostile_corpus import item, rss
-from smtp_fault import FaultySMTPServer
+from smtp_fault import Fault, FaultySMTPServer
 
 from digest import config as config_mod
 from digest.cli import main
@@ -111,6 +111,11 @@ def test_send_test_over_smtp_and_its_errors(make_config: MakeConfig, smtp_server
     assert cli(config, "send", "me@example.com").exit_code == 2  # addresses only with --test
     bad = cli(config, "send", "--test", "not-an-address")
     assert bad.exit_code == 1 and "--test: not a valid email address" in bad.output
+    smtp_server.add_fault(Fault("RCPT", 550, "5.1.1 No such user here", rcpt="nobody@example.com", times=-1))
+    refused = cli(config, "send", "--test", "me@example.com", "nobody@example.com")
+    assert refused.exit_code == 1
+    assert "Error: the test did not reach nobody@example.com: 550 5.1.1 No such user here" in refused.output
+    assert not (config.parent / ".digest").exists()
 
 
 # --------------------------------------------------------------------------- progress
