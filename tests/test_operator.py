@@ -216,3 +216,14 @@ def test_readme_quick_start_from_nothing_to_a_real_newsletter(
     assert real.exit_code == 0 and "delivered to 1 of 1 subscribers" in real.output, real.output
     subjects = [email.message_from_bytes(m.data)["Subject"] for m in smtp_server.by_recipient()["me@example.com"]]
     assert len(subjects) == 2 and subjects[0].startswith("[TEST] Spacemagz Daily") and subjects[0][7:] == subjects[1]
+
+
+def test_importing_the_cli_loads_none_of_the_operator_modules() -> None:
+    """Start-up (issue 17): the bar, the decoders and the operator commands load only when used."""
+    code = ("import sys, digest.cli; print(' '.join(m for m in ('tqdm', 'zstandard', 'digest.discover', "
+            "'digest.feeds', 'digest.starter', 'digest.config_edit') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == ""
+    control = subprocess.run([sys.executable, "-c", "import digest.discover, sys; print('digest.feeds' in sys.modules,"
+                              " 'digest.discover' in sys.modules)"], capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert control.stdout.split() == ["False", "True"]
