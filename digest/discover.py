@@ -96,13 +96,13 @@ def discover(url: str, settings: FetchSettings, now: datetime | None = None) -> 
     links = feed_links(page.body, page.final_url or url)
     supported = [u for u, kind in links if FEED_TYPES[kind] != "JSON Feed"]
     candidates = supported or [urljoin(page.final_url or url, p) for p in USUAL_PATHS]
-    found = _fetch_feeds(candidates, settings, now)
+    found, reasons = _fetch_feeds(candidates, settings, now)
     if found:
         return found
     if links and not supported:
         raise DiscoveryError(f"{url} offers only a JSON Feed ({links[0][0]}), which digest does not read yet")
     if supported:
-        raise DiscoveryError(f"{url} links to {len(supported)} feed(s) but none of them could be read: {supported[0]}")
+        raise DiscoveryError(f"{url} links to {len(supported)} feed(s), none readable: {supported[0]}: {reasons[0]}")
     tried = ", ".join(USUAL_PATHS)
     raise DiscoveryError(
         f'no feed found at {url}: the page has no <link rel="alternate"> feed and none of {tried} is a feed;'
@@ -110,14 +110,18 @@ def discover(url: str, settings: FetchSettings, now: datetime | None = None) -> 
     )
 
 
-def _fetch_feeds(urls: list[str], settings: FetchSettings, now: datetime) -> list[Found]:
+def _fetch_feeds(urls: list[str], settings: FetchSettings, now: datetime) -> tuple[list[Found], list[str]]:
+    """The candidates that are feeds (in order, one per final URL), and why each other one is not."""
     results = fetch.fetch_all([FeedSpec(str(i), u) for i, u in enumerate(urls)], {}, settings)
     found: dict[str, Found] = {}
+    reasons = []
     for result in results:
         feed = _as_feed(result, now, settings.max_entries) if result.ok else None
         if feed is not None:
             found.setdefault(feed.url, feed)  # /feed and /rss.xml are often one feed
-    return list(found.values())
+        else:
+            reasons.append(result.error or ("an HTML page" if _looks_like_html(result) else _why_not(result, now)))
+    return list(found.values()), reasons
 
 
 def _as_feed(result: FetchResult, now: datetime, max_entries: int) -> Found | None:

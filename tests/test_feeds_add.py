@@ -73,6 +73,9 @@ def test_a_page_with_no_feed_at_all_says_what_was_tried(feed_server: FeedServer)
     url = feed_server.add("/", page(), headers=HTML)
     with pytest.raises(discover.DiscoveryError, match=r"no feed found at .*/feed, /rss.xml, /atom.xml"):
         discover.discover(url, SETTINGS)
+    dead = feed_server.add("/d", page(alternate("/gone.xml")), headers=HTML)
+    with pytest.raises(discover.DiscoveryError, match=r"links to 1 feed\(s\), none readable: .*/gone.xml: HTTP 404"):
+        discover.discover(dead, SETTINGS)
     only_json = feed_server.add("/j", page(alternate("/feed.json", "application/json")), headers=HTML)
     with pytest.raises(discover.DiscoveryError, match="only a JSON Feed"):
         discover.discover(only_json, SETTINGS)
