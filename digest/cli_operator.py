@@ -117,6 +117,8 @@ def feeds_add(
     from . import discover
     from . import feeds as feeds_mod
 
+    if not obj.config_path.exists():
+        raise DigestError(f"{obj.config_path}: config file not found: create one with `digest init`")
     config = config_mod.load(obj.config_path, require_feeds=False)
     found = discover.discover(url, config.fetch)
     if len(found) > 1:

@@ -21,16 +21,11 @@ Every failure is contained in its FetchResult with a reason that starts with its
 ("timeout", "too large", "refused address", "HTTP 404", ...), so one bad feed never
 stops the others and `digest status` can say why.
 
-Proxies: [fetch] proxy, else HTTPS_PROXY / HTTP_PROXY / NO_PROXY as curl reads them (an
-http:// proxy; https goes through a CONNECT tunnel, TLS end to end with the feed's host).
-The proxy itself is the operator's choice and may be on a private address; the feed's host
-is still resolved *here* and refused if private, before the proxy hears of it. The CONNECT
-names the host, not our resolved address, so the proxy's own host rules and logs still work;
-the price is that a proxy whose DNS answers differently (split horizon) could be steered, so
-a proxy should apply its own egress rules too.
-
-Compression: gzip and deflate always; brotli and zstd when their decoders (the `compression`
-extra: brotli, zstandard) are installed; all under the same decompressed-size cap.
+Proxies (fetch_proxy.py): [fetch] proxy, else HTTPS_PROXY / HTTP_PROXY / NO_PROXY; https
+through CONNECT. The feed's host is still resolved here and refused if private before the
+proxy hears of it; CONNECT names the host (the proxy's host rules and logs keep working), so
+a proxy with split-horizon DNS should apply its own egress rules too. Bodies (fetch_body.py):
+gzip/deflate, and br/zstd when their decoders are installed, all under the same cap.
 """
 
 from __future__ import annotations

@@ -186,3 +186,9 @@ def test_feeds_remove_an_unknown_name_changes_nothing(make_config: MakeConfig) -
     result = cli(config, "feeds", "remove", "Nope")
     assert result.exit_code == 1 and "no feed named 'Nope'" in result.output and "Orbital Wire" in result.output
     assert config.read_bytes() == before
+
+
+def test_feeds_add_without_a_config_points_to_init(tmp_path: Path, feed_server: FeedServer) -> None:
+    result = cli(tmp_path / "config.toml", "feeds", "add", feed_server.add("/f.xml", LAUNCHES))
+    assert result.exit_code == 1 and "create one with `digest init`" in result.output
+    assert feed_server.requests == [] and not (tmp_path / "config.toml").exists()
