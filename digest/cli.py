@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
+from . import cli_operator, pipeline
 from . import config as config_mod
-from . import pipeline
 from . import preview as preview_driver
 from .errors import DigestError
 from .models import Config
@@ -90,15 +90,22 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 @main.command()
 @now_option
 @click.option("--dry-run", is_flag=True, help="Fetch and build, but record no edition and send nothing.")
+@click.option("--test", is_flag=True, help="Send the edition as it would go out now to EMAIL... only; record nothing.")
+@click.argument("emails", nargs=-1, metavar="[EMAIL...]")
 @click.pass_obj
-def send(obj: Context, now: str | None, dry_run: bool) -> None:
+def send(obj: Context, now: str | None, dry_run: bool, test: bool, emails: tuple[str, ...]) -> None:
     """Fetch, build (or resume) today's edition and deliver it to every subscriber.
 
-    Example: digest send --now 2026-11-21T07:00:00+00:00
+    Examples: digest send --now 2026-11-21T07:00:00+00:00; digest send --test me@example.com
     """
+    if test or emails:
+        cli_operator.send_test(obj.config, parse_now(now), test, emails, obj.verbose)
+        return
     config, moment = obj.config(), parse_now(now)
     with Store(config.state_path) as store:
-        report = pipeline.send_edition(config, store, moment, dry_run=dry_run)
+        report = pipeline.send_edition(
+            config, store, moment, dry_run=dry_run, progress=cli_operator.progress(obj.verbose)
+        )
     click.echo(report.summary())
 
 
@@ -112,7 +119,7 @@ def fetch(obj: Context, now: str | None) -> None:
     """
     config, moment = obj.config(), parse_now(now)
     with Store(config.state_path) as store, store.lock("fetch", "polling"):
-        report = pipeline.poll(config, store, moment)
+        report = pipeline.poll(config, store, moment, progress=cli_operator.progress(obj.verbose))
     failed = f" ({report.failed} failed)" if report.failed else ""
     click.echo(f"{report.feeds} feeds{failed}, {report.new_entries} new entries")
 
@@ -321,3 +328,9 @@ def subscribers_import(obj: Context, csv_file: Path) -> None:
 
     for line in subs.import_csv(obj.config_path, csv_file).lines():
         click.echo(line)
+
+
+# ------------------------------------------------------------ operator: init, feeds (in digest/cli_operator.py)
+
+main.add_command(cli_operator.init)
+main.add_command(cli_operator.feeds)

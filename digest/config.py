@@ -157,6 +157,14 @@ def _url(value: Any) -> str:
     return text
 
 
+def _proxy(value: Any) -> str:
+    """"" (no proxy, whatever the environment says) or http://[user:password@]host[:port]."""
+    text = _line(value).strip()
+    if text and not re.match(r"^http://[^\s/]+/?$", text):
+        raise ValueError(f'expected "" or an http://host:port proxy (https goes through its CONNECT), got {text!r}')
+    return text
+
+
 def _hosts(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of host names")
@@ -230,6 +238,7 @@ _TABLES: dict[str, dict[str, tuple[str, Check]]] = {
         "max_entries": ("max_entries", _int(1, 10000)),
         "max_redirects": ("max_redirects", _int(0, 5)),
         "user_agent": ("user_agent", _line),
+        "proxy": ("proxy", _proxy),
     },
     "grouping": {"threshold": ("threshold", _num(0.0, 1.0))},
     "delivery": {"transport": ("transport", _choice("maildir", "smtp")), "maildir": ("maildir", _str)},
@@ -289,8 +298,19 @@ class _Problems:
         return out
 
 
-def load(path: Path) -> Config:
-    """Read and validate; raise one ConfigError naming every problem."""
+def load(path: Path, *, require_feeds: bool = True) -> Config:
+    """Read and validate; raise one ConfigError naming every problem.
+
+    A config without feeds is valid to edit (`digest init` writes one, `digest feeds add`
+    fills it) but not to run: `require_feeds` says which.
+    """
+    config = _load(path)
+    if require_feeds and not config.feeds:
+        raise ConfigError(f"{path}: feeds: no [[feeds]] configured: add one with `digest feeds add URL`")
+    return config
+
+
+def _load(path: Path) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -316,8 +336,6 @@ def from_dict(raw: Mapping[str, Any], path: Path) -> Config:
             problems.add(key, f"unknown table (known: {', '.join([*_TABLES, 'feeds', 'subscribers'])})")
     feeds = _feeds(raw.get("feeds", []), problems, base)
     subscribers = _subscribers(raw.get("subscribers", []), problems, {f.section for f in feeds})
-    if not feeds:
-        problems.add("feeds", "no [[feeds]] configured: add at least one feed")
     if problems.items:
         raise ConfigError(_joined(problems.items))
     news = tables.get("newsletter", {})

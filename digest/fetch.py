@@ -20,26 +20,37 @@ client is asyncio streams + h11 (which bounds the response head): ~0.5 ms of CPU
 Every failure is contained in its FetchResult with a reason that starts with its kind
 ("timeout", "too large", "refused address", "HTTP 404", ...), so one bad feed never
 stops the others and `digest status` can say why.
+
+Proxies (fetch_proxy.py): [fetch] proxy, else HTTPS_PROXY / HTTP_PROXY / NO_PROXY; https
+through CONNECT. The feed's host is still resolved here and refused if private before the
+proxy hears of it; CONNECT names the host (the proxy's host rules and logs keep working), so
+a proxy with split-horizon DNS should apply its own egress rules too. Bodies (fetch_body.py):
+gzip/deflate, and br/zstd when their decoders are installed, all under the same cap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import time
-import zlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import h11
 
+from .fetch_body import Body, Refused, TooLarge, accepted_encodings
+from .fetch_proxy import Proxy, ProxyFailure, ProxyRoute, connect_proxy, tunnel
 from .models import FeedSpec, FetchResult, FetchSettings, Validators
+
+__all__ = ["ProxyFailure", "Refused", "accepted_encodings", "check_url", "fetch_all", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +59,6 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024
 _URL_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in '"<>\\^`{|}')
 """Printable ASCII a request target may carry as is (existing escapes kept); the rest is %-encoded."""
-
-
-class Refused(Exception):
-    """A URL or address the fetch policy does not allow; the message is the reason."""
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -107,19 +110,23 @@ def fetch_all(
     feeds: Sequence[FeedSpec],
     validators: Mapping[str, Validators],
     settings: FetchSettings,
+    on_result: Callable[[FetchResult], None] | None = None,
 ) -> list[FetchResult]:
-    """Fetch every feed; results come back in the order of `feeds`."""
+    """Fetch every feed; results come back in the order of `feeds`; `on_result` hears each as it ends."""
     if not feeds:
         return []
-    return asyncio.run(_fetch_all(feeds, validators, settings))
+    return asyncio.run(_fetch_all(feeds, validators, settings, on_result))
 
 
 async def _fetch_all(
-    feeds: Sequence[FeedSpec], validators: Mapping[str, Validators], settings: FetchSettings
+    feeds: Sequence[FeedSpec],
+    validators: Mapping[str, Validators],
+    settings: FetchSettings,
+    on_result: Callable[[FetchResult], None] | None = None,
 ) -> list[FetchResult]:
     limit = asyncio.Semaphore(settings.concurrency)
     hosts = _HostSpacing(settings.per_host_delay)
-    tls = _TlsContext()
+    tls = _TlsContext(ProxyRoute(settings.proxy, os.environ))
 
     async def one(feed: FeedSpec) -> FetchResult:
         async with limit:
@@ -129,16 +136,21 @@ async def _fetch_all(
             result = await _fetch_one(tls, feed, validators.get(feed.name, Validators()), settings)
             elapsed = time.monotonic() - start
             log.info("fetch %s: %s (%.2f s)", feed.name, result.error or result.status, elapsed)
-            return _timed(result, elapsed)
+            result = _timed(result, elapsed)
+            if on_result is not None:
+                on_result(result)
+            return result
 
     return list(await asyncio.gather(*(one(f) for f in feeds)))
 
 
 class _TlsContext:
-    """One verifying SSL context per poll, built on first use (loading the CA bundle costs ~20 ms)."""
+    """One verifying SSL context per poll, built on first use (loading the CA bundle costs ~20 ms),
+    and the poll's proxy route (read from the environment once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxies: ProxyRoute | None = None) -> None:
         self.context: ssl.SSLContext | None = None
+        self.proxies = proxies or ProxyRoute("", {})
 
     def get(self) -> ssl.SSLContext:
         if self.context is None:
@@ -159,8 +171,10 @@ async def _fetch_one(tls: _TlsContext, feed: FeedSpec, cached: Validators, setti
         return FetchResult(feed, None, cached, 0, f"timeout: no complete answer in {settings.timeout:g} s")
     except Refused as exc:
         return FetchResult(feed, None, cached, 0, str(exc))
-    except _TooLarge:
+    except TooLarge:
         return FetchResult(feed, None, cached, 0, f"too large: over {settings.max_bytes} bytes (decompressed)")
+    except ProxyFailure as exc:
+        return FetchResult(feed, None, cached, 0, f"proxy error: {exc}")
     except Exception as exc:  # noqa: BLE001 - one feed's failure never stops the others
         return FetchResult(feed, None, cached, 0, f"network error: {type(exc).__name__}: {str(exc)[:200]}")
 
@@ -169,7 +183,7 @@ def _timed(result: FetchResult, elapsed: float) -> FetchResult:
     """With `elapsed`, and with no control characters in what a terminal will print."""
     error = "".join(c if c.isprintable() else "?" for c in result.error) if result.error else None
     new_url = result.new_url if result.new_url and result.new_url.isprintable() else None
-    return FetchResult(result.feed, result.body, result.validators, result.status, error, new_url, result.gone, elapsed)
+    return dataclasses.replace(result, error=error, new_url=new_url, elapsed=elapsed)
 
 
 def _read_local(feed: FeedSpec, max_bytes: int) -> FetchResult:
@@ -198,7 +212,7 @@ async def check_url(url: str, allow_hosts: Iterable[str]) -> None:
 
 
 async def _get(tls: _TlsContext, feed: FeedSpec, cached: Validators, settings: FetchSettings) -> FetchResult:
-    headers = [("User-Agent", settings.user_agent), ("Accept", _ACCEPT), ("Accept-Encoding", "gzip, deflate")]
+    headers = [("User-Agent", settings.user_agent), ("Accept", _ACCEPT), ("Accept-Encoding", accepted_encodings())]
     if cached.etag:
         headers.append(("If-None-Match", cached.etag))
     if cached.last_modified:
@@ -212,7 +226,7 @@ async def _get(tls: _TlsContext, feed: FeedSpec, cached: Validators, settings: F
             if connection is None or not connection.serves(url):
                 if connection is not None:
                     connection.close()
-                connection = await _Connection.open(url, allow, tls)
+                connection = await _Connection.open(url, allow, tls, settings.user_agent)
             response = await connection.get(url, headers)
             location = response.header(b"location")
             if response.status in _REDIRECTS and location:
@@ -272,15 +286,33 @@ class _Connection:
     """
 
     def __init__(
-        self, origin: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        origin: tuple[str, str, int],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        forward: Proxy | None = None,
     ) -> None:
         self.origin, self.reader, self.writer = origin, reader, writer
         self.conn = h11.Connection(h11.CLIENT)
+        self.forward = forward
+        """A proxy that gets absolute-URI requests (plain http through a proxy)."""
 
     @classmethod
-    async def open(cls, url: str, allow: tuple[str, ...], tls: _TlsContext) -> _Connection:
+    async def open(cls, url: str, allow: tuple[str, ...], tls: _TlsContext, agent: str) -> _Connection:
         origin = scheme, host, port = _origin(url)
-        reader, writer = await _connect(host, port, allow, tls.get() if scheme == "https" else None)
+        proxy = tls.proxies.for_url(url)
+        if proxy is None:
+            reader, writer = await _connect(host, port, allow, tls.get() if scheme == "https" else None)
+            return cls(origin, reader, writer)
+        reader, writer = await connect_proxy(proxy, resolve)
+        if scheme == "http":
+            return cls(origin, reader, writer, proxy)
+        try:
+            await tunnel(reader, writer, host, port, proxy, agent)
+            await writer.start_tls(tls.get(), server_hostname=host)
+        except BaseException:
+            writer.transport.abort()
+            raise
         return cls(origin, reader, writer)
 
     def serves(self, url: str) -> bool:
@@ -293,6 +325,10 @@ class _Connection:
         except UnicodeError:
             raise Refused(f"refused URL: not a valid host name in {url[:200]!r}") from None
         target = quote(urlunsplit(("", "", parts.path or "/", parts.query, "")), safe=_URL_SAFE)
+        if self.forward is not None:  # absolute-form for the proxy (RFC 9112, 3.2.2)
+            target = f"{parts.scheme}://{authority}{target}"
+            if self.forward.authorization:
+                headers = [*headers, ("Proxy-Authorization", self.forward.authorization)]
         request = h11.Request(method="GET", target=target, headers=[("Host", authority), *headers])
         self.writer.write(self.conn.send(request) + self.conn.send(h11.EndOfMessage()))
         response = _Response(self.reader, self.conn)
@@ -339,54 +375,15 @@ async def _answer(
         return FetchResult(feed, None, cached, 410, f"gone: HTTP 410 at {url}", new_url, gone=True)
     if status >= 300:
         return FetchResult(feed, None, cached, status, f"HTTP {status}", new_url)
-    body = _Body(response.header(b"content-encoding") or "identity", max_bytes)
+    body = Body(response.header(b"content-encoding") or "identity", max_bytes)
     async for chunk in response.chunks():
         body.feed(chunk)
     content = body.value()
     if not content.strip():
         return FetchResult(feed, None, cached, status, f"empty response: HTTP {status} with no body", new_url)
     fresh = Validators(response.header(b"etag"), response.header(b"last-modified"))
-    return FetchResult(feed, content, fresh, status, new_url=new_url)
-
-
-class _Body:
-    """Collects a body, inflating gzip/deflate at most `cap` + 1 bytes at a time."""
-
-    def __init__(self, encoding: str, cap: int) -> None:
-        self.encoding = encoding.lower()
-        if self.encoding not in ("identity", "gzip", "x-gzip", "deflate"):
-            raise Refused(f"refused content: unsupported Content-Encoding {encoding[:40]!r}")
-        self.cap = cap
-        self.size = 0
-        self.parts: list[bytes] = []
-        self.inflater: Any = None
-
-    def feed(self, data: bytes) -> None:
-        if self.encoding == "identity":
-            self._add(data)
-            return
-        if self.inflater is None and data:
-            zlib_header = len(data) > 1 and data[0] & 0x0F == 8 and (data[0] * 256 + data[1]) % 31 == 0
-            wbits = 47 if "gzip" in self.encoding else (15 if zlib_header else -15)
-            self.inflater = zlib.decompressobj(wbits)
-        while data:
-            try:
-                out = self.inflater.decompress(data, self.cap - self.size + 1)
-            except zlib.error as exc:
-                raise Refused(f"refused content: broken {self.encoding} body ({exc})") from None
-            self._add(out)
-            data = self.inflater.unconsumed_tail
-
-    def _add(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.cap:
-            raise _TooLarge
-        self.parts.append(data)
-
-    def value(self) -> bytes:
-        if self.inflater is not None:
-            self._add(self.inflater.flush())
-        return b"".join(self.parts)
+    kind = response.header(b"content-type") or ""
+    return FetchResult(feed, content, fresh, status, new_url=new_url, final_url=url, content_type=kind)
 
 
 class _HostSpacing:

@@ -71,6 +71,8 @@ class FetchSettings:
     max_redirects: int = 5
     max_entries: int = 200
     user_agent: str = "digest/0.1 (+https://github.com/digest/digest; daily newsletter)"
+    proxy: str | None = None
+    """http://[user:pass@]host:port for every feed; "" for none; None: from HTTPS_PROXY/HTTP_PROXY/NO_PROXY."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,9 @@ class FetchResult:
     new_url: str | None = None
     gone: bool = False
     elapsed: float = 0.0
+    final_url: str = ""
+    """Where the body came from after redirects (feed discovery resolves relative links against it)."""
+    content_type: str = ""
 
     @property
     def ok(self) -> bool:

@@ -7,6 +7,7 @@ Drivers (cli, schedule, preview) call these functions and never copy them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from . import deliver, fetch, group, inline, mail, parse, render, select
 from .models import Config, DeliveryOutcome, Edition, Entry, Recipient, Rendered, SendReport, Subscriber
+from .progress import LogProgress, Progress
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -32,11 +34,17 @@ class PollReport:
     fresh: tuple[Entry, ...] = ()
 
 
-def poll(config: Config, store: Store, now: datetime, *, persist: bool = True) -> PollReport:
+def poll(
+    config: Config, store: Store, now: datetime, *, persist: bool = True, progress: Progress | None = None
+) -> PollReport:
     """Fetch and parse every feed; store new entries unless `persist` is off (preview)."""
     gone = store.gone_feeds()  # 410 Gone: not polled again until its url changes in config.toml
     feeds = [f for f in config.feeds if f.url not in gone.get(f.name, "")]
-    results = fetch.fetch_all(feeds, store.validators() if persist else {}, config.fetch)
+    progress = progress or LogProgress()
+    progress.start("polling", len(feeds), "feeds")
+    validators = store.validators() if persist else {}
+    results = fetch.fetch_all(feeds, validators, config.fetch, lambda _result: progress.advance())
+    progress.done()
     failed, new, fresh = 0, 0, []
     for result, parsed in zip(results, parse.parse_all(results, now, config.fetch.max_entries), strict=True):
         failed += bool(result.error or (parsed and parsed.error))
@@ -80,10 +88,12 @@ def send_edition(
     *,
     dry_run: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
+    progress: Progress | None = None,
 ) -> SendReport:
     """Poll, freeze (or resume) today's edition, deliver what is still owed. Exactly once per day."""
+    progress = progress or LogProgress()
     with store.lock("send", "sending"):
-        polled = poll(config, store, now)
+        polled = poll(config, store, now, progress=progress)
         day = edition_day(config, now)
         edition = store.edition(day)
         if edition is None:
@@ -96,11 +106,17 @@ def send_edition(
             store.record_edition(edition, list(renders.values()))
         elif dry_run:
             return _report(config, polled, edition, note=f"dry run: edition {day} exists")
-        return _deliver(config, store, edition, now, polled, should_stop)
+        return _deliver(config, store, edition, now, polled, should_stop, progress)
 
 
 def _deliver(
-    config: Config, store: Store, edition: Edition, now: datetime, polled: PollReport, should_stop: Callable[[], bool]
+    config: Config,
+    store: Store,
+    edition: Edition,
+    now: datetime,
+    polled: PollReport,
+    should_stop: Callable[[], bool],
+    progress: Progress,
 ) -> SendReport:
     _give_up_stale(config, store, edition.day, now)
     suppressed = store.suppressed()
@@ -132,17 +148,30 @@ def _deliver(
             retry = outcome.status == "retrying"
             rows.append((outcome, deliver.next_attempt(now, attempts[outcome.email]) if retry else None))
         store.record_deliveries(edition.day, rows, now)
+        progress.advance(len(outcomes))
 
-    if config.delivery.transport == "maildir":
-        deliver.to_maildir(config.delivery.maildir, owed, build, record)
-        where = f"Maildir {config.delivery.maildir}"
-    else:
-        deliver.to_smtp(config.smtp, config.newsletter.sender, owed, build, record, should_stop)
-        where = f"SMTP {config.smtp.host}:{config.smtp.port}"
+    progress.start("sending", len(owed), "messages")
+    where = _transport(config, owed, build, record, should_stop)
+    progress.done()
     counts = store.delivery_counts(edition.day)
     settled = not owed and counts.keys() <= {"sent"}
     note = f"edition {edition.key} already delivered: nothing new to send" if settled else ""
     return _report(config, polled, edition, counts=counts, recipients=len(wanted), note=note, where=where)
+
+
+def _transport(
+    config: Config,
+    owed: Sequence[Recipient],
+    build: Callable[[Recipient], bytes],
+    record: Callable[[Sequence[DeliveryOutcome]], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> str:
+    """Hand the messages to the configured transport; returns where they went."""
+    if config.delivery.transport == "maildir":
+        deliver.to_maildir(config.delivery.maildir, owed, build, record)
+        return f"Maildir {config.delivery.maildir}"
+    deliver.to_smtp(config.smtp, config.newsletter.sender, owed, build, record, should_stop)
+    return f"SMTP {config.smtp.host}:{config.smtp.port}"
 
 
 def _give_up_stale(config: Config, store: Store, today: date, now: datetime) -> None:
@@ -228,3 +257,50 @@ def preview_message(
 def preview_html(config: Config, store: Store, now: datetime, subscriber: Subscriber | None = None) -> str:
     _rendered, message = preview_message(config, next_edition(config, store, now), subscriber, now)
     return mail.html_part(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSend:
+    edition: Edition
+    outcomes: tuple[DeliveryOutcome, ...]
+    destination: str
+
+
+def send_test(
+    config: Config, store: Store, now: datetime, emails: Sequence[str], progress: Progress | None = None
+) -> TestSend:
+    """`digest send --test`: the edition a send at `now` would deliver, to `emails` only; records nothing.
+
+    Built like the preview (polled without storing, from a read-only store). Each copy is the
+    matching subscriber's (else a reader of every section), its subject marked [TEST], with a
+    Message-ID of its own (so the real edition is not dropped as a duplicate of the test) and
+    unsubscribe links signed with a throwaway key (a click on a test copy unsubscribes nobody).
+    """
+    import secrets
+    from email.utils import make_msgid
+
+    progress = progress or LogProgress()
+    edition = next_edition(config, store, now)
+    known = {s.email.lower(): s for s in config.subscribers}
+    throwaway, domain = secrets.token_bytes(32), mail.sender_domain(config.newsletter.sender)
+    composers: dict[tuple[str, ...], mail.Composer] = {}
+    owed, keys = [], {}
+    for email in emails:
+        reader = known.get(email.lower()) or Subscriber(email)
+        key = keys[reader.email] = topic_key(reader)
+        if key not in composers:
+            rendered = render_edition(config, edition, key)
+            rendered = dataclasses.replace(rendered, subject=f"[TEST] {rendered.subject}")
+            composers[key] = mail.Composer(rendered, rendered.html, config.newsletter, edition.day, now)
+        to = mail.recipient(reader, edition.day, config.newsletter, throwaway)
+        owed.append(dataclasses.replace(to, message_id=make_msgid("test", domain)))
+    outcomes: list[DeliveryOutcome] = []
+
+    def record(done: Sequence[DeliveryOutcome]) -> None:
+        outcomes.extend(done)
+        progress.advance(len(done))
+
+    progress.start("sending test", len(owed), "messages")
+    where = _transport(config, owed, lambda to: composers[keys[to.subscriber.email]].message(to), record)
+    progress.done()
+    return TestSend(edition, tuple(outcomes), where)
