@@ -105,6 +105,17 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class BounceSettings:
+    """[bounces]: where bounces come back (VERP return path) and where digest reads them."""
+
+    return_path: str = ""
+    imap: str = ""
+    imap_password_env: str = "DIGEST_IMAP_PASSWORD"  # noqa: S105 - a variable name
+    maildir: Path | None = None
+    mbox: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     newsletter: NewsletterSettings
@@ -118,6 +129,7 @@ class Config:
     feeds: tuple[FeedSpec, ...]
     subscribers: tuple[Subscriber, ...]
     templates_dir: Path | None = None
+    bounces: BounceSettings = BounceSettings()
 
     @property
     def sections(self) -> tuple[str, ...]:
@@ -286,6 +298,8 @@ class Recipient:
     message_id: str
     unsubscribe_url: str
     unsubscribe_mailto: str
+    envelope_from: str = ""
+    """The SMTP MAIL FROM for this copy (a VERP return path); empty: the newsletter's sender."""
 
 
 @dataclass(frozen=True)
@@ -327,6 +341,23 @@ class SendReport:
                 parts.append(f"{self.failed} failed")
         line = ", ".join(parts)
         return f"{line} ({self.destination})" if self.destination else line
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """One bounce or complaint message, classified (digest/bounces.py); nothing resolved yet.
+
+    kind: "hard" (5.x.x, suppress now), "soft" (4.x.x / delayed: counted), "complaint"
+    (ARF: unsubscribe now) or "ignored" (auto-reply, unrecognised, malformed, too large).
+    `token` is the VERP token the message came back to, if any; `addresses` are the
+    recipients the report itself names (Final-/Original-Recipient, or the detectors').
+    """
+
+    key: str
+    kind: str
+    reason: str
+    token: str | None = None
+    addresses: tuple[str, ...] = ()
 
 
 # Personalisation markers: rendered into the edition once, replaced per subscriber after
