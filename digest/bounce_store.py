@@ -79,9 +79,11 @@ class BounceBook:
     def _suppress(self, email: str, kind: str, reason: str, now: datetime) -> bool:
         """Inside the caller's transaction: the Store's suppression list plus our detail row."""
         added = self.store.suppress(email, now, kind)
-        self.store.db.execute(
-            "INSERT OR IGNORE INTO bounce_suppressions VALUES (?,?,?,?)", (address_key(email), kind, reason, _iso(now))
-        )
+        if added:  # an address the reader unsubscribed stays "unsubscribed"
+            self.store.db.execute(
+                "INSERT OR REPLACE INTO bounce_suppressions VALUES (?,?,?,?)",
+                (address_key(email), kind, reason, _iso(now)),
+            )
         return added
 
     def suppress_refused(self, day_key: str, now: datetime) -> list[str]:

@@ -390,3 +390,33 @@ def test_flufl_bounce_samples_through_digest_bounces(make_config: MakeConfig, tm
 
 def test_the_flufl_samples_helper_can_parse_a_message() -> None:
     assert message_from_bytes(samples.dsn("a@b.example", "c@d.example"))["Subject"]
+
+
+# --------------------------------------------------------------------------- digest run
+
+
+def test_the_daemon_reads_the_configured_source_at_every_poll_and_before_sending(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    from datetime import datetime
+
+    from digest.schedule import Daemon
+
+    config = make_config(bounces={"maildir": "bounce-box"})
+    put(tmp_path / "bounce-box", samples.arf("fbl@x.example", ADA))
+    assert Daemon(config).tick(datetime.fromisoformat("2026-11-21T03:00:00+00:00")) == "polled"
+    assert "complained" in statuses(config)[ADA]
+    put(tmp_path / "bounce-box", samples.dsn("news@orbitdaily.example", YURI))
+    assert Daemon(config).tick(datetime.fromisoformat("2026-11-21T07:00:00+00:00")) == "sent"
+    assert "bounced" in statuses(config)[YURI]
+    sent_to = [m["To"] for m in mailbox.Maildir(tmp_path / "outbox", create=False)]
+    assert len(sent_to) == 1 and VALENTINA in sent_to[0]
+
+
+def test_a_broken_source_never_stops_the_daemon(make_config: MakeConfig) -> None:
+    from datetime import datetime
+
+    from digest.schedule import Daemon
+
+    config = make_config(bounces={"maildir": "no-such-box"})
+    assert Daemon(config).tick(datetime.fromisoformat("2026-11-21T03:00:00+00:00")) == "polled"
