@@ -50,9 +50,13 @@ class BounceBook:
         except sqlite3.OperationalError:  # read-only view of a state without the table
             return False
 
-    def record(self, key: str, verdict: str, reason: str, email: str | None, now: datetime) -> tuple[bool, bool]:
+    def record(
+        self, key: str, verdict: str, reason: str, email: str | None, now: datetime, happened: datetime | None = None
+    ) -> tuple[bool, bool]:
         """One message's outcome and effects, atomically: (recorded now, someone suppressed).
 
+        `happened`: when the failure was reported (the message's Date, never after `now`),
+        so that an old Maildir read for the first time does not look like a burst.
         (False, False) when another run recorded this message first.
         """
         with self.store.transaction() as db:
@@ -66,15 +70,29 @@ class BounceBook:
             if verdict == "complaint":
                 return True, self._suppress(email, "complaint", reason, now)
             if verdict == "soft":
-                ident = address_key(email)
-                db.execute("INSERT INTO bounce_soft VALUES (?,?,?)", (ident, _iso(now), key))
-                (count,) = db.execute(
-                    "SELECT COUNT(*) FROM bounce_soft WHERE email=? AND at>?", (ident, _iso(now - SOFT_WINDOW))
-                ).fetchone()
+                ident, at = address_key(email), min(happened or now, now)
+                db.execute("INSERT INTO bounce_soft VALUES (?,?,?)", (ident, _iso(at), key))
+                count = self._soft_burst(ident, at)
                 if count >= SOFT_LIMIT:
                     why = f"{count} temporary failures within {SOFT_WINDOW.days} days, last: {reason}"
                     return True, self._suppress(email, "bounce", why, now)
             return True, False
+
+    def _soft_burst(self, ident: str, at: datetime) -> int:
+        """The most temporary failures of this address in any SOFT_WINDOW around `at`."""
+        times = [
+            datetime.fromisoformat(t)
+            for (t,) in self.store.db.execute(
+                "SELECT at FROM bounce_soft WHERE email=? AND at>=? AND at<=? ORDER BY at",
+                (ident, _iso(at - SOFT_WINDOW), _iso(at + SOFT_WINDOW)),
+            )
+        ]
+        best, start = 0, 0
+        for end, moment in enumerate(times):
+            while moment - times[start] > SOFT_WINDOW:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
 
     def _suppress(self, email: str, kind: str, reason: str, now: datetime) -> bool:
         """Inside the caller's transaction: the Store's suppression list plus our detail row."""

@@ -18,8 +18,9 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import Message
-from email.utils import getaddresses
+from email.utils import getaddresses, parsedate_to_datetime
 
 from . import verp
 from .config import address_key
@@ -69,7 +70,15 @@ def classify(raw: bytes, return_path: str = "", *, truncated: bool = False) -> B
         kind, reason, addresses = _kind(msg)
     except Exception:  # noqa: BLE001 - malformed MIME of any shape counts, and stops nothing
         return Bounce(key, "ignored", "malformed")
-    return Bounce(key, kind, reason, token, addresses)
+    return Bounce(key, kind, reason, token, addresses, _date(msg))
+
+
+def _date(msg: Message) -> datetime | None:
+    try:
+        moment = parsedate_to_datetime(str(msg.get("Date", "")))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def resolve(

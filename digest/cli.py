@@ -167,13 +167,15 @@ def status(obj: Context, now: str | None) -> None:
             click.echo(line)
 
 
-def _bounce_lines(store: Store) -> list[str]:
-    """Addresses suppressed by a bounce or a complaint, newest first, with reason and date."""
+def _bounce_lines(store: Store, limit: int = 50) -> list[str]:
+    """Addresses suppressed by a bounce or a complaint, newest first (capped), with reason and date."""
     from .bounce_store import BounceBook
 
-    held = BounceBook(store, create=False).suppressions()
+    held = list(BounceBook(store, create=False).suppressions().items())
     lines = [f"Bounced and complained addresses: {len(held)}"] if held else []
-    lines += [f"  {status} {email}: {reason} ({at})" for email, (status, reason, at) in held.items()]
+    lines += [f"  {status} {email}: {reason} ({at})" for email, (status, reason, at) in held[:limit]]
+    if len(held) > limit:
+        lines.append(f"  ... and {len(held) - limit} more (digest subscribers list shows them all)")
     return lines
 
 

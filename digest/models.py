@@ -358,6 +358,8 @@ class Bounce:
     reason: str
     token: str | None = None
     addresses: tuple[str, ...] = ()
+    date: datetime | None = None
+    """The message's Date (aware), if it has a readable one."""
 
 
 # Personalisation markers: rendered into the edition once, replaced per subscriber after

@@ -288,7 +288,7 @@ def read_bounces(config: Config, store: Store, messages: Iterable[Incoming], now
             incoming.done()
             continue
         found = bounces.resolve(bounce, key, known, by_hash)
-        recorded, suppressed = book.record(bounce.key, found.verdict, found.reason, found.email, now)
+        recorded, suppressed = book.record(bounce.key, found.verdict, found.reason, found.email, now, bounce.date)
         incoming.done()
         if not recorded:  # another run took it meanwhile
             report.already += 1

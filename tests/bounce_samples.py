@@ -27,6 +27,7 @@ def dsn(
     original_return_path: str = "",
     message_id: str | None = None,
     mta: str = "Postfix",
+    date: str = "",
 ) -> bytes:
     boundary = "B0UND-" + uuid.uuid4().hex
     original = (
@@ -39,7 +40,8 @@ def dsn(
         f"To: {to}\n"
         f"Subject: Undelivered Mail Returned to Sender\n"
         f"Message-ID: {message_id or _mid('dsn')}\n"
-        f"Auto-Submitted: auto-replied\n"
+        + (f"Date: {date}\n" if date else "")
+        + f"Auto-Submitted: auto-replied\n"
         f"MIME-Version: 1.0\n"
         f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n'
         f"\n--{boundary}\n"

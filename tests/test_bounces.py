@@ -165,6 +165,23 @@ def test_bounces_suppress_hard_soft_after_three_and_complaints(verp_config: Path
     assert "(2026-11-21)" in status
 
 
+def test_temporary_failures_count_by_their_date_within_14_days(verp_config: Path, tmp_path: Path) -> None:
+    paths = sent_return_paths(verp_config)
+
+    def soft(email: str, day: int) -> bytes:
+        date = f"{day:02d} Nov 2026 09:00:00 +0000"
+        return samples.dsn(paths[email], email, status="4.2.2", action="delayed", date=date)
+
+    spread = put(tmp_path / "spread", soft(ADA, 1), soft(ADA, 10), soft(ADA, 20), soft(ADA, 30))  # an old Maildir
+    out = cli(verp_config, "bounces", "--maildir", str(spread), "--now", "2026-12-01T00:00:00+00:00").output
+    assert out.startswith("4 messages read: 0 hard bounces, 4 soft") and "0 addresses suppressed" in out
+    late = put(tmp_path / "late", soft(YURI, 25), soft(YURI, 12), soft(YURI, 14))  # out of order, within 13 days
+    out = cli(verp_config, "bounces", "--maildir", str(late), "--now", "2026-12-01T00:00:00+00:00").output
+    assert "1 addresses suppressed" in out
+    assert "bounced (3 temporary failures within 14 days" in statuses(verp_config)[YURI]
+    assert statuses(verp_config)[ADA].endswith("active")
+
+
 def test_suppressed_addresses_get_no_more_mail_and_prune_and_resubscribe(verp_config: Path, tmp_path: Path) -> None:
     paths = sent_return_paths(verp_config)
     box = put(tmp_path / "b", samples.dsn(paths[ADA], ADA), samples.arf("fbl@x.example", YURI))
