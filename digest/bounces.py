@@ -47,10 +47,13 @@ class Resolved:
 
 def message_key(raw: bytes, msg: Message | None = None) -> str:
     """Identity of a message across reads: its Message-ID, else a hash of its bytes."""
-    if msg is None:
-        head = raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
-        msg = email.message_from_bytes(head)
-    mid = str(msg.get("Message-ID", "") or "").strip()
+    try:
+        if msg is None:
+            head = raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
+            msg = email.message_from_bytes(head, policy=email.policy.compat32)
+        mid = str(msg.get("Message-ID", "") or "").strip()
+    except Exception:  # noqa: BLE001 - a stranger's header block
+        mid = ""
     if mid and len(mid) < 500 and not any(ord(c) < 33 for c in mid):
         return f"mid:{mid}"
     return f"sha256:{hashlib.sha256(raw).hexdigest()}"

@@ -282,11 +282,11 @@ def read_bounces(config: Config, store: Store, messages: Iterable[Incoming], now
     report = BounceReport()
     for incoming in messages:
         report.read += 1
-        bounce = bounces.classify(incoming.raw, return_path, truncated=incoming.truncated)
-        if book.seen(bounce.key):
+        if book.seen(bounces.message_key(incoming.raw)):  # headers only: rereading an old mailbox is cheap
             report.already += 1
             incoming.done()
             continue
+        bounce = bounces.classify(incoming.raw, return_path, truncated=incoming.truncated)
         found = bounces.resolve(bounce, key, known, by_hash)
         recorded, suppressed = book.record(bounce.key, found.verdict, found.reason, found.email, now, bounce.date)
         incoming.done()

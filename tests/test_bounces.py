@@ -154,6 +154,8 @@ def test_bounces_suppress_hard_soft_after_three_and_complaints(verp_config: Path
     assert "2026-11-21" in listed[ADA]
     assert "complained (spam complaint (abuse)" in listed[VALENTINA]
     assert listed[YURI].endswith("active")
+    footer = cli(verp_config, "subscribers", "list").output.splitlines()[-1]
+    assert footer == "3 subscribers, 1 active, 2 unsubscribed (1 bounced, 1 complained)"
     # the third temporary failure within 14 days suppresses
     put(box, samples.dsn(paths[YURI], YURI, status="4.4.7", action="failed"))
     result = cli(verp_config, "bounces", "--maildir", str(box), "--now", "2026-11-22T07:00:00+00:00")
