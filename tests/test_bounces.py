@@ -302,6 +302,20 @@ def test_bounces_config_is_validated_with_key_paths(make_config: MakeConfig, tab
         config_mod.load(config)
 
 
+@given(st.binary(max_size=3000) | st.builds(
+    lambda raw, cut, junk: raw[:cut] + junk + raw[cut:],
+    st.sampled_from([samples.dsn("b@x.example", ADA), samples.arf("f@x.example", YURI)]),
+    st.integers(0, 2000), st.binary(max_size=200),
+))
+def test_any_bytes_classify_without_raising_and_suppress_no_stranger(raw: bytes) -> None:
+    from digest import bounces
+
+    bounce = bounces.classify(raw, RETURN_PATH)
+    assert bounce.kind in {"hard", "soft", "complaint", "ignored"} and bounce.key
+    found = bounces.resolve(bounce, verp.key(b"k"), {config_mod.address_key(VALENTINA): VALENTINA}, {})
+    assert found.email in (None, VALENTINA)
+
+
 # --------------------------------------------------------------------------- send-time 5xx
 
 
