@@ -90,6 +90,7 @@ def test_postfix_bounces_unknown_users_and_digest_suppresses_exactly_them(make_c
             time.sleep(0.25)
         assert len(_ours(gone)) == 2, "Postfix sent no DSN for the unknown users within 60 s (see /var/log/postfix.log)"
         out = cli(config, "bounces", "--maildir", str(BOUNCES), "--now", "2026-11-21T08:00:00+00:00").output
+        print(out)  # for a human running -s
         assert ": 2 hard bounces, 0 soft, 0 complaints," in out, out
         assert out.strip().endswith("; 2 addresses suppressed"), out
         listed = cli(config, "subscribers", "list").output
