@@ -170,6 +170,20 @@ def status(obj: Context, now: str | None) -> None:
             click.echo(f"  {name}: {reason} ({count} failed polls since {since})")
         for name, url in store.moved_feeds():
             click.echo(f"  {name}: moved permanently to {url} (update its url in the config)")
+        for line in _bounce_lines(store):
+            click.echo(line)
+
+
+def _bounce_lines(store: Store, limit: int = 50) -> list[str]:
+    """Addresses suppressed by a bounce or a complaint, newest first (capped), with reason and date."""
+    from .bounce_store import BounceBook
+
+    held = list(BounceBook(store, create=False).suppressions().items())
+    lines = [f"Bounced and complained addresses: {len(held)}"] if held else []
+    lines += [f"  {status} {email}: {reason} ({at})" for email, (status, reason, at) in held[:limit]]
+    if len(held) > limit:
+        lines.append(f"  ... and {len(held) - limit} more (digest subscribers list shows them all)")
+    return lines
 
 
 def _delivery_problems(store: Store, day: date, max_retrying: int = 20) -> list[str]:
@@ -234,6 +248,44 @@ def preview(
         )
 
 
+@main.command()
+@now_option
+@click.option("--maildir", type=click.Path(file_okay=False, path_type=Path), help="Read every message of this Maildir.")
+@click.option("--mbox", type=click.Path(dir_okay=False, path_type=Path), help="Read every message of this mbox file.")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read one message from standard input (MTA pipe).")
+@click.pass_obj
+def bounces(obj: Context, now: str | None, maildir: Path | None, mbox: Path | None, from_stdin: bool) -> None:
+    """Read bounce and complaint messages; suppress dead and complaining addresses.
+
+    Without an option, reads the [bounces] maildir / mbox / imap of the config. Each
+    message counts once, however often it is read.
+
+    Examples: digest bounces --maildir ~/Maildir/.bounces; digest bounces --stdin < dsn.eml
+    """
+    import itertools
+
+    from . import mailboxes
+
+    if sum((maildir is not None, mbox is not None, from_stdin)) > 1:
+        raise click.UsageError("give at most one of --maildir, --mbox, --stdin")
+    config, moment = obj.config(), parse_now(now)
+    if maildir is not None:
+        sources = [mailboxes.from_maildir(maildir)]
+    elif mbox is not None:
+        sources = [mailboxes.from_mbox(mbox)]
+    elif from_stdin:
+        sources = [mailboxes.from_stream(sys.stdin.buffer)]
+    else:
+        sources = mailboxes.configured(config.bounces)
+    if not sources:
+        raise DigestError(
+            "no bounce source: pass --maildir DIR, --mbox FILE or --stdin, or set [bounces] maildir, mbox or imap"
+        )
+    with Store(config.state_path) as store:
+        report = pipeline.read_bounces(config, store, itertools.chain.from_iterable(sources), moment)
+    click.echo(report.summary())
+
+
 # --------------------------------------------------------------------------- subscribers
 
 
@@ -256,7 +308,28 @@ def subscribers_list(obj: Context) -> None:
     from . import subscribers as subs
 
     config = obj.config()
-    click.echo(subs.format_table(subs.listing(config, subs.suppressed_addresses(config))))
+    rows = subs.listing(config, subs.suppressed_addresses(config))
+    click.echo(subs.format_table(_with_bounce_status(config, rows)))
+
+
+def _with_bounce_status(config: Config, rows: list[Any]) -> list[Any]:
+    """`bounced (reason, date)` / `complained (...)` instead of `unsubscribed` where a bounce suppressed."""
+    if not config.state_path.exists():
+        return rows
+    from dataclasses import replace
+
+    from .bounce_store import BounceBook
+
+    store = Store.read_only(config.state_path)
+    try:
+        held = BounceBook(store, create=False).suppressions()
+    finally:
+        store.close()
+    out = []
+    for row in rows:
+        found = held.get(config_mod.address_key(row.email)) if row.status != "active" else None
+        out.append(replace(row, status=f"{found[0]} ({found[1]}, {found[2]})") if found else row)
+    return out
 
 
 @subscribers.command("add")
@@ -280,8 +353,11 @@ def subscribers_add(obj: Context, email: str, name: str, topics: tuple[str, ...]
         click.echo(f"Added {added.email}" + (f" (topics: {', '.join(added.topics)})" if added.topics else ""))
     config = obj.config()
     if resubscribe:
+        from .bounce_store import BounceBook
+
         with Store(config.state_path) as store:
             lifted = store.unsuppress(added.email)
+            BounceBook(store).lift(added.email)  # a bounce or complaint suppression, and the soft count
         click.echo(f"Lifted the unsubscribe of {added.email}" if lifted else f"{added.email} was not unsubscribed")
     elif added.email.lower() in subs.suppressed_addresses(config):
         click.echo(f"Note: {added.email} unsubscribed earlier and gets no mail; --resubscribe if they asked back")
@@ -310,9 +386,12 @@ def subscribers_prune(obj: Context) -> None:
     """
     from . import subscribers as subs
 
-    removed = subs.prune(obj.config_path, subs.suppressed_addresses(obj.config()))
+    config = obj.config()
+    suppressed = subs.suppressed_addresses(config)
+    why = {r.email: r.status for r in _with_bounce_status(config, subs.listing(config, suppressed))}
+    removed = subs.prune(obj.config_path, suppressed)
     for email in removed:
-        click.echo(f"Removed {email} (unsubscribed)")
+        click.echo(f"Removed {email} ({why.get(email, 'unsubscribed')})")
     click.echo(f"{len(removed)} unsubscribed addresses removed")
 
 

@@ -19,6 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from .errors import ConfigError
 from .models import (
+    BounceSettings,
     Config,
     DeliverySettings,
     FeedSpec,
@@ -192,6 +193,20 @@ def _envname(value: Any) -> str:
     return text
 
 
+def _return_path(address: str) -> str:
+    if "+" in address.rpartition("@")[0]:
+        raise ValueError(f"{address!r}: no '+' in the local part: digest adds +TOKEN itself (VERP)")
+    return address
+
+
+def _imap_url(text: str) -> str:
+    """imap[s]://user@host[:port][/MAILBOX]: checked here so `digest bounces` never fails on a typo."""
+    match = re.match(r"^imaps?://([^@/\s]+)@([^/:\s]+)(?::(\d{1,5}))?(?:/(.*))?$", text)
+    if not match:
+        raise ValueError(f'expected "imaps://user@host/INBOX" (imap:// for no TLS), got {text!r}')
+    return text
+
+
 def _kind(value: Any) -> str:
     return {
         bool: "a boolean",
@@ -254,6 +269,13 @@ _TABLES: dict[str, dict[str, tuple[str, Check]]] = {
         "max_retry_hours": ("max_retry_hours", _num(0, 24 * 30)),
     },
     "web": {"listen": ("listen", _listen), "secret_env": ("secret_env", _envname)},
+    "bounces": {
+        "return_path": ("return_path", lambda v: _return_path(check_email(v))),
+        "imap": ("imap", lambda v: _imap_url(_line(v))),
+        "imap_password_env": ("imap_password_env", _envname),
+        "maildir": ("maildir", _str),
+        "mbox": ("mbox", _str),
+    },
 }
 _FEED_KEYS: dict[str, tuple[str, Check]] = {
     "name": ("name", _line),
@@ -357,7 +379,14 @@ def from_dict(raw: Mapping[str, Any], path: Path) -> Config:
         feeds=feeds,
         subscribers=subscribers,
         templates_dir=base / templates if templates else None,
+        bounces=_bounce_settings(tables.get("bounces", {}), base),
     )
+
+
+def _bounce_settings(table: dict[str, Any], base: Path) -> BounceSettings:
+    """Relative Maildir / mbox paths resolve against the config file's folder."""
+    paths: dict[str, Path] = {key: base / table[key] for key in ("maildir", "mbox") if key in table}
+    return BounceSettings(**{**table, **paths})
 
 
 def _joined(items: list[str]) -> str:

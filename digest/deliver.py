@@ -215,7 +215,7 @@ class _Connection(threading.Thread):
                 where = f"{self.settings.host}:{self.settings.port}"
                 return DeliveryOutcome(email, "retrying", 0, f"cannot connect to {where}: {_describe(exc)}"), False
         try:
-            self.transmit(self.conn, email, self.build(to))
+            self.transmit(self.conn, email, self.build(to), to.envelope_from or self.envelope_from)
             return DeliveryOutcome(email, "sent", 250, "accepted", to.message_id), True
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
@@ -231,11 +231,11 @@ class _Connection(threading.Thread):
             self.conn = None
         return outcome, True
 
-    def transmit(self, conn: smtplib.SMTP, email: str, message: bytes) -> None:
+    def transmit(self, conn: smtplib.SMTP, email: str, message: bytes, sender: str) -> None:
         """smtplib's sendmail, with the final dot held back until the previous record is committed."""
-        code, reply = conn.mail(self.envelope_from)
+        code, reply = conn.mail(sender)
         if code != 250:
-            raise smtplib.SMTPSenderRefused(code, reply, self.envelope_from)
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
         code, reply = conn.rcpt(email)
         if code not in (250, 251):
             raise smtplib.SMTPRecipientsRefused({email: (code, reply)})

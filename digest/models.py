@@ -107,6 +107,17 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class BounceSettings:
+    """[bounces]: where bounces come back (VERP return path) and where digest reads them."""
+
+    return_path: str = ""
+    imap: str = ""
+    imap_password_env: str = "DIGEST_IMAP_PASSWORD"  # noqa: S105 - a variable name
+    maildir: Path | None = None
+    mbox: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     newsletter: NewsletterSettings
@@ -120,6 +131,7 @@ class Config:
     feeds: tuple[FeedSpec, ...]
     subscribers: tuple[Subscriber, ...]
     templates_dir: Path | None = None
+    bounces: BounceSettings = BounceSettings()
 
     @property
     def sections(self) -> tuple[str, ...]:
@@ -291,6 +303,8 @@ class Recipient:
     message_id: str
     unsubscribe_url: str
     unsubscribe_mailto: str
+    envelope_from: str = ""
+    """The SMTP MAIL FROM for this copy (a VERP return path); empty: the newsletter's sender."""
 
 
 @dataclass(frozen=True)
@@ -332,6 +346,25 @@ class SendReport:
                 parts.append(f"{self.failed} failed")
         line = ", ".join(parts)
         return f"{line} ({self.destination})" if self.destination else line
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """One bounce or complaint message, classified (digest/bounces.py); nothing resolved yet.
+
+    kind: "hard" (5.x.x, suppress now), "soft" (4.x.x / delayed: counted), "complaint"
+    (ARF: unsubscribe now) or "ignored" (auto-reply, unrecognised, malformed, too large).
+    `token` is the VERP token the message came back to, if any; `addresses` are the
+    recipients the report itself names (Final-/Original-Recipient, or the detectors').
+    """
+
+    key: str
+    kind: str
+    reason: str
+    token: str | None = None
+    addresses: tuple[str, ...] = ()
+    date: datetime | None = None
+    """The message's Date (aware), if it has a readable one."""
 
 
 # Personalisation markers: rendered into the edition once, replaced per subscriber after

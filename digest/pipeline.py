@@ -10,13 +10,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from . import deliver, fetch, group, inline, mail, parse, render, select
+from . import bounces, deliver, fetch, group, inline, mail, parse, render, select, verp
+from .bounce_store import BounceBook
+from .config import address_key
+from .mailboxes import Incoming
 from .models import Config, DeliveryOutcome, Edition, Entry, Recipient, Rendered, SendReport, Subscriber
 from .progress import LogProgress, Progress
 from .store import Store
@@ -134,10 +138,16 @@ def _deliver(
     due = [s for s in wanted if state[s.email][0] == "pending" or _retry_due(state[s.email], now)]
     secret = unsubscribe_secret(config, store)
     owed = [mail.recipient(s, edition.day, config.newsletter, secret) for s in due]
+    if config.bounces.return_path:  # VERP: each copy's bounce names its edition and subscriber
+        vkey, base = verp.key(secret), config.bounces.return_path
+        owed = [replace(r, envelope_from=verp.return_path(base, vkey, edition.day, r.subscriber.email)) for r in owed]
     by_email = {s.email: topic_key(s) for s in subscribers}
 
     def build(to: Recipient) -> bytes:
-        return composers[by_email[to.subscriber.email]].message(to)
+        message = composers[by_email[to.subscriber.email]].message(to)
+        if to.envelope_from and config.delivery.transport == "maildir":  # what a delivering MTA would add
+            return f"Return-Path: <{to.envelope_from}>\r\n".encode() + message
+        return message
 
     attempts = {email: row[1] for email, row in state.items()}
 
@@ -153,6 +163,8 @@ def _deliver(
     progress.start("sending", len(owed), "messages")
     where = _transport(config, owed, build, record, should_stop)
     progress.done()
+    for email in BounceBook(store).suppress_refused(edition.key, now):
+        log.warning("suppressed %s: refused with 5xx in two editions in a row", email)
     counts = store.delivery_counts(edition.day)
     settled = not owed and counts.keys() <= {"sent"}
     note = f"edition {edition.key} already delivered: nothing new to send" if settled else ""
@@ -304,3 +316,67 @@ def send_test(
     where = _transport(config, owed, lambda to: composers[keys[to.subscriber.email]].message(to), record)
     progress.done()
     return TestSend(edition, tuple(outcomes), where)
+
+
+# --------------------------------------------------------------------------- bounces
+
+
+@dataclass
+class BounceReport:
+    """What one `digest bounces` read did, for its one summary line."""
+
+    read: int = 0
+    verdicts: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = field(default_factory=Counter)
+    already: int = 0
+    suppressed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        v = self.verdicts
+        line = (
+            f"{self.read} messages read: {v['hard']} hard bounces, {v['soft']} soft, {v['complaint']} complaints,"
+            f" {v['ignored']} ignored"
+        )
+        if self.ignored:
+            line += " (" + ", ".join(f"{n} {why}" for why, n in self.ignored.most_common()) + ")"
+        if self.already:
+            line += f"; {self.already} already processed"
+        return line + f"; {len(self.suppressed)} addresses suppressed"
+
+
+def read_bounces(config: Config, store: Store, messages: Iterable[Incoming], now: datetime) -> BounceReport:
+    """Classify each message, name its subscriber, commit its outcome and effects: one transaction each."""
+    book = BounceBook(store)
+    return_path = config.bounces.return_path
+    key = verp.key(unsubscribe_secret(config, store)) if return_path else None
+    known: dict[str, str] = {}
+    for email in book.known_addresses(s.email for s in config.subscribers):
+        known.setdefault(address_key(email), email)
+    by_hash: dict[bytes, list[str]] = {}
+    for email in known.values():
+        by_hash.setdefault(verp.address_hash(email), []).append(email)
+    report = BounceReport()
+    for incoming in messages:
+        report.read += 1
+        if book.seen(bounces.message_key(incoming.raw)):  # headers only: rereading an old mailbox is cheap
+            report.already += 1
+            incoming.done()
+            continue
+        bounce = bounces.classify(incoming.raw, return_path, truncated=incoming.truncated)
+        found = bounces.resolve(bounce, key, known, by_hash)
+        recorded, suppressed = book.record(bounce.key, found.verdict, found.reason, found.email, now, bounce.date)
+        incoming.done()
+        if not recorded:  # another run took it meanwhile
+            report.already += 1
+            continue
+        report.verdicts[found.verdict] += 1
+        if found.verdict == "ignored":
+            report.ignored[_ignored_reason(found.reason)] += 1
+        if suppressed and found.email:
+            report.suppressed.append(found.email)
+            log.info("suppressed %s: %s (%s)", found.email, found.verdict, found.reason)
+    return report
+
+
+def _ignored_reason(reason: str) -> str:
+    return "too large" if reason.startswith("too large") else reason

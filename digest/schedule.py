@@ -9,6 +9,7 @@ drive it with any clock, and `run()` is thin wiring around it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import threading
@@ -150,6 +151,7 @@ class Daemon:
             return "idle"
 
     def _send(self, config: Config, store: Store, now: datetime, due: Due) -> str:
+        self._bounces(config, store, now)  # first, so that an address that just bounced gets nothing
         report = pipeline.send_edition(config, store, now, should_stop=self.should_stop)
         self.last_poll = now
         self.attempted = pipeline.edition_day(config, now)
@@ -162,8 +164,23 @@ class Daemon:
     def _poll(self, config: Config, store: Store, now: datetime) -> str:
         with store.lock("fetch", "polling"):
             pipeline.poll(config, store, now)  # logs its one line with counts
+        self._bounces(config, store, now)
         self.last_poll = now
         return "polled"
+
+    def _bounces(self, config: Config, store: Store, now: datetime) -> None:
+        """Read the configured [bounces] source (if any); a failing source never stops polls or sends."""
+        from . import mailboxes
+
+        sources = mailboxes.configured(config.bounces)
+        if not sources:
+            return
+        try:
+            report = pipeline.read_bounces(config, store, itertools.chain.from_iterable(sources), now)
+        except DigestError as exc:
+            log.error("bounces: %s", exc)
+            return
+        log.info("bounces: %s", report.summary())
 
 
 # ---------------------------------------------------------------------- wiring (APScheduler)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -88,7 +89,9 @@ def format_table(rows: Sequence[Row]) -> str:
         "  ".join([*(cell.ljust(w) for cell, w in zip(line[:3], widths, strict=True)), line[3]]) for line in table
     ]
     active = sum(r.status == "active" for r in rows)
-    text.append(f"{len(rows)} subscribers, {active} active, {len(rows) - active} unsubscribed")
+    held = Counter(r.status.split()[0] for r in rows if r.status not in ("active", "unsubscribed"))
+    why = " (" + ", ".join(f"{n} {status}" for status, n in sorted(held.items())) + ")" if held else ""
+    text.append(f"{len(rows)} subscribers, {active} active, {len(rows) - active} unsubscribed{why}")
     return "\n".join(text)
 
 
