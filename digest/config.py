@@ -186,6 +186,15 @@ def _listen(value: Any) -> str:
     return text
 
 
+def _origins(value: Any) -> tuple[str, ...]:
+    """Web origins as browsers send them in `Origin:`: scheme://host[:port], no path."""
+    items = _list(value)
+    for item in items:
+        if not isinstance(item, str) or not re.match(r"^https?://[^\s/]+$", item.rstrip("/")):
+            raise ValueError(f'expected origins like "https://www.example.org" (no path), got {item!r}')
+    return tuple(item.rstrip("/").lower() for item in items)
+
+
 def _envname(value: Any) -> str:
     text = _str(value)
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", text):
@@ -268,7 +277,15 @@ _TABLES: dict[str, dict[str, tuple[str, Check]]] = {
         "timeout": ("timeout", _num(1, 3600)),
         "max_retry_hours": ("max_retry_hours", _num(0, 24 * 30)),
     },
-    "web": {"listen": ("listen", _listen), "secret_env": ("secret_env", _envname)},
+    "web": {
+        "listen": ("listen", _listen),
+        "secret_env": ("secret_env", _envname),
+        "signup_per_client_hour": ("signup_per_client_hour", _int(0, 100000)),
+        "confirm_email_interval": ("confirm_email_interval", lambda v: 0.0 if v == 0 else _duration(v)),
+        "max_body": ("max_body", _int(1024, 1 << 20)),
+        "welcome": ("welcome", _bool),
+        "embed_origins": ("embed_origins", lambda v: _origins(v)),
+    },
     "bounces": {
         "return_path": ("return_path", lambda v: _return_path(check_email(v))),
         "imap": ("imap", lambda v: _imap_url(_line(v))),

@@ -25,9 +25,19 @@ from urllib.parse import quote
 
 from email_validator import EmailNotValidError, validate_email
 
-from .models import EMAIL_MARK, NAME_MARK, UNSUBSCRIBE_MARK, NewsletterSettings, Recipient, Rendered, Subscriber
+from .models import (
+    EMAIL_MARK,
+    NAME_MARK,
+    PREFERENCES_MARK,
+    UNSUBSCRIBE_MARK,
+    NewsletterSettings,
+    Recipient,
+    Rendered,
+    Subscriber,
+)
 
-_MARKS = re.compile(f"({NAME_MARK}|{EMAIL_MARK}|{UNSUBSCRIBE_MARK})")
+_MARKS = re.compile(f"({NAME_MARK}|{EMAIL_MARK}|{UNSUBSCRIBE_MARK}|{PREFERENCES_MARK})")
+PREFERENCES_PURPOSE = b"digest/preferences-link/v1"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 MAX_HEADER_TEXT = 200
 RUN_CONTEXT = 0
@@ -59,15 +69,27 @@ def unsubscribe_token(secret: bytes, email: str) -> str:
     return hmac.new(secret, email.lower().encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def preferences_token(secret: bytes, email: str) -> str:
+    """HMAC of the address under a key derived for this purpose only: no unsubscribe, confirm
+    or VERP token can stand in for it (nor it for them)."""
+    key = hmac.new(secret, PREFERENCES_PURPOSE, hashlib.sha256).digest()
+    return hmac.new(key, email.lower().encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def preferences_url(base_url: str, secret: bytes, email: str) -> str:
+    return f"{base_url}/preferences?email={quote(email)}&token={preferences_token(secret, email)}"
+
+
 def recipient(subscriber: Subscriber, day: date, newsletter: NewsletterSettings, secret: bytes) -> Recipient:
     domain = sender_domain(newsletter.sender)
     mailto_addr = newsletter.unsubscribe_mailto or parseaddr(newsletter.sender)[1]
     mailto = f"mailto:{mailto_addr}?subject=" + quote(f"unsubscribe {subscriber.email}")
-    url = ""
+    url = preferences = ""
     if newsletter.base_url:
         token = unsubscribe_token(secret, subscriber.email)
         url = f"{newsletter.base_url}/unsubscribe?email={quote(subscriber.email)}&token={token}"
-    return Recipient(subscriber, message_id(day, subscriber.email, domain), url, mailto)
+        preferences = preferences_url(newsletter.base_url, secret, subscriber.email)
+    return Recipient(subscriber, message_id(day, subscriber.email, domain), url, mailto, preferences_url=preferences)
 
 
 class Composer:
@@ -99,7 +121,12 @@ class Composer:
         """The full message for one subscriber (CRLF line ends, quoted-printable parts)."""
         sub = to.subscriber
         unsubscribe = to.unsubscribe_url or to.unsubscribe_mailto
-        values_text = {NAME_MARK: sub.name or "reader", EMAIL_MARK: sub.email, UNSUBSCRIBE_MARK: unsubscribe}
+        values_text = {
+            NAME_MARK: sub.name or "reader",
+            EMAIL_MARK: sub.email,
+            UNSUBSCRIBE_MARK: unsubscribe,
+            PREFERENCES_MARK: to.preferences_url or unsubscribe,
+        }
         values_html = {mark: html.escape(value) for mark, value in values_text.items()}
         b = self.boundary.encode()
         return b"".join(

@@ -104,6 +104,15 @@ class DeliverySettings:
 class WebSettings:
     listen: str = "127.0.0.1:8025"
     secret_env: str = "DIGEST_SECRET"  # noqa: S105 - a variable name
+    signup_per_client_hour: int = 5
+    """Signups accepted per client address (hashed) per hour; more get a 429 and no email."""
+    confirm_email_interval: float = 600.0
+    """Seconds: at most one confirmation email per address in this interval."""
+    max_body: int = 16 * 1024
+    welcome: bool = True
+    """Send a welcome email once a subscription is confirmed."""
+    embed_origins: tuple[str, ...] = ()
+    """Other sites (scheme://host[:port]) whose pages may embed the signup form and POST to it."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +313,8 @@ class Recipient:
     unsubscribe_url: str
     unsubscribe_mailto: str
     envelope_from: str = ""
+    preferences_url: str = ""
+    """{base_url}/preferences?... signed for this subscriber; empty without base_url."""
     """The SMTP MAIL FROM for this copy (a VERP return path); empty: the newsletter's sender."""
 
 
@@ -372,3 +383,4 @@ class Bounce:
 NAME_MARK = "__DIGEST_SUBSCRIBER_NAME__"
 EMAIL_MARK = "__DIGEST_SUBSCRIBER_EMAIL__"
 UNSUBSCRIBE_MARK = "__DIGEST_UNSUBSCRIBE_URL__"
+PREFERENCES_MARK = "__DIGEST_PREFERENCES_URL__"

@@ -33,6 +33,7 @@ from .errors import DigestError
 from .models import (
     EMAIL_MARK,
     NAME_MARK,
+    PREFERENCES_MARK,
     UNSUBSCRIBE_MARK,
     Config,
     Edition,
@@ -113,6 +114,7 @@ def neutral_html(rendered: Rendered, newsletter: NewsletterSettings) -> str:
         NAME_MARK: "reader",
         EMAIL_MARK: "your address",
         UNSUBSCRIBE_MARK: html.escape(f"mailto:{address}?subject=unsubscribe"),
+        PREFERENCES_MARK: html.escape(f"{newsletter.base_url}/subscribe"),  # a reader's own link is personal
     }
     page = rendered.html
     for mark, value in values.items():

@@ -23,7 +23,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 
 from .errors import RenderError
-from .models import EMAIL_MARK, NAME_MARK, UNSUBSCRIBE_MARK, Edition, NewsletterSettings, Rendered, Story
+from .models import (
+    EMAIL_MARK,
+    NAME_MARK,
+    PREFERENCES_MARK,
+    UNSUBSCRIBE_MARK,
+    Edition,
+    NewsletterSettings,
+    Rendered,
+    Story,
+)
 
 MAX_SUBJECT = 150
 SUMMARY_CHARS = 160
@@ -31,7 +40,7 @@ SUMMARY_CHARS = 160
 HTML_BUDGET = 88_000
 """Bytes of finished HTML, personalisation included: under Gmail's clip (102,000) even
 quoted-printable encoded, and under the checker's 90,000 warning."""
-PERSONAL_ALLOWANCE = {NAME_MARK: 240, EMAIL_MARK: 320, UNSUBSCRIBE_MARK: 800}
+PERSONAL_ALLOWANCE = {NAME_MARK: 240, EMAIL_MARK: 320, UNSUBSCRIBE_MARK: 800, PREFERENCES_MARK: 800}
 """Worst-case bytes each marker can become per occurrence (HTML-escaped name/address/URL)."""
 
 
@@ -139,6 +148,7 @@ def render(
         "name_mark": NAME_MARK,
         "email_mark": EMAIL_MARK,
         "unsubscribe_mark": UNSUBSCRIBE_MARK,
+        "preferences_mark": PREFERENCES_MARK,
     }
     html = _render(env, "digest.html.j2", context, user_dir)
     text = _render(env, "digest.txt.j2", context, user_dir)
