@@ -172,6 +172,18 @@ def status(obj: Context, now: str | None) -> None:
             click.echo(f"  {name}: moved permanently to {url} (update its url in the config)")
         for line in _bounce_lines(store):
             click.echo(line)
+        for line in _signup_lines(store, parse_now(now)):
+            click.echo(line)
+
+
+def _signup_lines(store: Store, moment: datetime, days: int = 7) -> list[str]:
+    """Web signups of the last days: confirmed, and still pending (or never confirmed)."""
+    from datetime import timedelta
+
+    from .signup_store import SignupBook
+
+    pending, confirmed = SignupBook(store, create=False).counts(moment - timedelta(days=days))
+    return [f"Signups (last {days} days): {confirmed} confirmed, {pending} pending"] if pending or confirmed else []
 
 
 def _bounce_lines(store: Store, limit: int = 50) -> list[str]:
@@ -310,6 +322,26 @@ def subscribers_list(obj: Context) -> None:
     config = obj.config()
     rows = subs.listing(config, subs.suppressed_addresses(config))
     click.echo(subs.format_table(_with_bounce_status(config, rows)))
+    for line in _web_signups(config):
+        click.echo(line)
+
+
+def _web_signups(config: Config) -> list[str]:
+    """Who came through the signup form, when they confirmed and from which page."""
+    if not config.state_path.exists():
+        return []
+    from .signup_store import SignupBook
+
+    store = Store.read_only(config.state_path)
+    try:
+        came = SignupBook(store, create=False).confirmed_by_address()
+    finally:
+        store.close()
+    listed = [(s.email, came[config_mod.address_key(s.email).lower()]) for s in config.subscribers
+              if config_mod.address_key(s.email).lower() in came]
+    lines = [f"Signed up through the web form: {len(listed)}"] if listed else []
+    lines += [f"  {email}: confirmed {at:%Y-%m-%d %H:%M} UTC from {source}" for email, (at, source) in listed]
+    return lines
 
 
 def _with_bounce_status(config: Config, rows: list[Any]) -> list[Any]:
@@ -410,6 +442,41 @@ def subscribers_import(obj: Context, csv_file: Path) -> None:
 
 
 # ------------------------------------------------------------ operator: init, feeds (in digest/cli_operator.py)
+
+@main.command()
+@click.option("--listen", metavar="HOST:PORT", help="Address to serve on (else [web] listen).")
+@click.pass_obj
+def serve(obj: Context, listen: str | None) -> None:
+    """Only the web part: signup, confirm, preferences and unsubscribe (for sending from cron).
+
+    Example: digest serve --listen 127.0.0.1:8025
+    """
+    from .web import app  # Starlette and uvicorn load here only
+
+    if obj.verbose == 0:
+        logging.getLogger("digest").setLevel(logging.INFO)
+    app.serve(obj.config_path, listen, lambda line: click.echo(line))
+
+
+@main.command("subscribe-form")
+@click.pass_obj
+def subscribe_form(obj: Context) -> None:
+    """Print the "Subscribe to Updates" HTML box to paste into your own site.
+
+    Example: digest subscribe-form > subscribe-box.html
+    """
+    from .web import pages
+
+    config = obj.config()
+    if not config.newsletter.base_url:
+        raise DigestError("[newsletter] base_url is empty: the box must post to {base_url}/subscribe; set it first")
+    click.echo(pages.box(config, config.newsletter.base_url), nl=False)
+    if not config.web.embed_origins:
+        click.echo(
+            "Note: a page on another site may post the box only if [web] embed_origins lists that site's origin",
+            err=True,
+        )
+
 
 main.add_command(cli_operator.init)
 main.add_command(cli_operator.feeds)

@@ -8,8 +8,8 @@ The token is an HMAC of the address (mail.unsubscribe_token) under the same key 
 mailer used (pipeline.unsubscribe_secret), compared in constant time. An invalid token
 gets 403 and changes nothing; a valid one used again is harmless (200, no new row).
 
-`handle()` is plain data in, plain data out, so the preview server can mount it;
-`start_server()` runs it on [web] listen for `digest run`.
+`handle()` is plain data in, plain data out, so the preview server can mount it and the
+web app (app.py) routes /unsubscribe to it.
 """
 
 from __future__ import annotations
@@ -17,19 +17,15 @@ from __future__ import annotations
 import hmac
 import html
 import logging
-import socket
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from . import config as config_mod
-from . import mail, pipeline
-from .errors import DigestError
-from .models import Config
-from .store import Store
+from .. import config as config_mod
+from .. import mail, pipeline
+from ..models import Config
+from ..store import Store
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +33,7 @@ Response = tuple[int, dict[str, str], bytes]
 Handler = Callable[[str, str, "str | Mapping[str, Sequence[str]]", bytes], Response]
 PATH = "/unsubscribe"
 MAX_BODY = 16 * 1024
-_HEADERS = {
+HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",  # the URL carries the token
@@ -108,7 +104,7 @@ def _page(config: Config, status: int, title: str, message: str, extra: str = ""
         f'<h1 style="margin:0 0 16px;font-size:24px;font-weight:normal">{html.escape(title)}</h1>'
         f"<p>{html.escape(message)}</p>{extra}</main></body></html>"
     )
-    return status, dict(_HEADERS), page.encode("utf-8")
+    return status, dict(HEADERS), page.encode("utf-8")
 
 
 def make_handler(source: Config | Path) -> Handler:
@@ -119,62 +115,3 @@ def make_handler(source: Config | Path) -> Handler:
         return handle(config, method, path, query, body)
 
     return handler
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    server_version = "digest"
-    sys_version = ""
-    timeout = 15  # a slow client cannot hold a thread for long
-    handler: Handler
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self.send_error(413)
-            return
-        body = self.rfile.read(length) if length > 0 else b""
-        parts = urlsplit(self.path)
-        try:
-            status, headers, page = self.handler(self.command, parts.path, parts.query, body)
-        except DigestError as exc:
-            log.error("unsubscribe: %s", exc)
-            self.send_error(503, "temporarily unavailable")
-            return
-        self.send_response(status)
-        for key, value in {**headers, "Content-Length": str(len(page))}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(page)
-
-    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-def start_server(source: Config | Path, listen: str | None = None) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """Serve the unsubscribe path on `listen` (else [web] listen) in a daemon thread.
-
-    `source` is the config file (re-read per request) or a loaded Config. Stop it with
-    `server.shutdown(); server.server_close()`. Port 0 picks a free port (`server.server_address[1]`).
-    """
-    where = listen or (source if isinstance(source, Config) else config_mod.load(source)).web.listen
-    host, _, port = where.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    handler_class = type("UnsubscribeHandler", (_RequestHandler,), {"handler": staticmethod(make_handler(source))})
-    try:
-        server = (_Server6 if ":" in host else _Server)((host, int(port)), handler_class)
-    except (OSError, ValueError) as exc:
-        raise DigestError(f"[web] listen {where!r}: cannot serve the unsubscribe endpoint: {exc}") from exc
-    thread = threading.Thread(target=server.serve_forever, name="digest-unsubscribe", daemon=True)
-    thread.start()
-    return server, thread

@@ -1,0 +1,365 @@
+"""The web app: Starlette routes on uvicorn; limits, headers and the base_url prefix.
+
+Why these: http.server's own documentation says it is not for production, and a public
+signup form is. uvicorn is a production ASGI server (h11 / httptools parsers, keep-alive
+and header-size limits, X-Forwarded-For from a trusted local proxy) whose event loop
+holds hundreds of slow connections for the price of a socket each; Starlette is the
+small, well-kept framework under FastAPI: routing, requests and responses, nothing more.
+Routes are thin: read a capped form body, run the blocking part (SQLite, config.toml,
+SMTP) in the thread pool, render the page. The logic is in signup.py and unsubscribe.py.
+
+The app re-reads config.toml when it changes (a confirmation or `digest subscribers`
+edits it), and opens the state database per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import config as config_mod
+from .. import pipeline
+from ..errors import DigestError
+from ..models import Config
+from ..store import Store
+from . import pages, signup, unsubscribe
+from .pages import Page
+
+log = logging.getLogger("digest.web")
+BODY_SECONDS = 10.0
+"""A request body must arrive within this: a slow client cannot hold a form open forever."""
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+class Site:
+    """The config (re-read when the file changes) and the secret, shared by the routes."""
+
+    def __init__(self, source: Config | Path) -> None:
+        self.source = source
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._config = source if isinstance(source, Config) else None
+
+    def config(self) -> Config:
+        if isinstance(self.source, Config):
+            return self.source
+        try:
+            info = os.stat(self.source)
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except OSError:
+            stamp = None
+        with self._lock:
+            if self._config is None or stamp is None or stamp != self._stamp:
+                self._config, self._stamp = config_mod.load(self.source), stamp
+            return self._config
+
+
+class Refused(Exception):
+    """Answered with a message page: a bad request, a foreign origin, a body too large."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(title)
+        self.status, self.title, self.message = status, title, message
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _headers(config: Config, embed: bool) -> dict[str, str]:
+    ancestors = " ".join(["'self'", *config.web.embed_origins]) if embed else "'none'"
+    headers = dict(unsubscribe.HEADERS)
+    headers["Content-Security-Policy"] = (
+        f"default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {_origin(config.newsletter.base_url)}; "
+        f"frame-ancestors {ancestors}; base-uri 'none'"
+    ).replace("  ", " ")
+    if not embed:
+        headers["X-Frame-Options"] = "DENY"
+    return headers
+
+
+def _page(config: Config, page: Page, *, embed: bool = False) -> HTMLResponse:
+    body = pages.render(config, page.template, **page.context)
+    return HTMLResponse(body, page.status, headers=_headers(config, embed))
+
+
+def _message(config: Config, status: int, title: str, message: str) -> HTMLResponse:
+    return _page(
+        config, Page(status, "web/message.html.j2", {"title": title, "message": message, "link": "", "link_text": ""})
+    )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
+# --------------------------------------------------------------------------- request helpers
+
+
+async def _form(request: Request, config: Config) -> dict[str, list[str]]:
+    """The form-encoded body, capped at [web] max_body and BODY_SECONDS."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != FORM_TYPE:
+        raise Refused(415, "Not a form", "Send the form from the page.")
+    limit = config.web.max_body
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Refused(413, "Too large", "That form was too large.")
+    chunks, size = [], 0
+    try:
+        with anyio.fail_after(BODY_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Refused(413, "Too large", "That form was too large.")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refused(408, "Too slow", "The form took too long to arrive.") from None
+    return parse_qs(b"".join(chunks).decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
+
+
+def _same_site(request: Request, config: Config, *, embeddable: bool) -> str:
+    """The origin that sent a POST if it may ("" when the browser named none); else Refused."""
+    origin = request.headers.get("origin", "") or _origin(request.headers.get("referer", ""))
+    if not origin:
+        return ""
+    own = {_origin(config.newsletter.base_url), f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
+    if embeddable:
+        own |= set(config.web.embed_origins)
+    if origin.lower() not in own:
+        log.info("refused a POST to %s from origin %s", request.url.path, origin)
+        raise Refused(403, "Not allowed", "This form can only be sent from its own site.")
+    return origin
+
+
+def _visit(request: Request, config: Config, secret: bytes) -> signup.Visit:
+    host = request.client.host if request.client else "unknown"
+    base = config.newsletter.base_url or str(request.base_url).rstrip("/")
+    source = request.headers.get("referer", "") or request.headers.get("origin", "") or f"{base}/subscribe"
+    return signup.Visit(secret, signup.client_hash(secret, host), source[:500], base, datetime.now(UTC))
+
+
+Work = Callable[[Config, Store, signup.Visit], Page]
+
+
+async def _run(request: Request, work: Work, *, embed: bool = False) -> Response:
+    """Open the state, run the blocking part in the thread pool, render its page."""
+    site: Site = request.app.state.site
+
+    def blocking() -> tuple[Config, Page]:
+        config = site.config()
+        with Store(config.state_path) as store:
+            visit = _visit(request, config, pipeline.unsubscribe_secret(config, store))
+            return config, work(config, store, visit)
+
+    config, page = await run_in_threadpool(blocking)
+    return _page(config, page, embed=embed)
+
+
+# --------------------------------------------------------------------------- routes
+
+
+async def subscribe_form(request: Request) -> Response:
+    return await _run(request, lambda c, s, v: signup.subscribe_page(c, v))
+
+
+async def subscribe_post(request: Request) -> Response:
+    config = request.app.state.site.config()
+    fields = await _form(request, config)
+    origin = _same_site(request, config, embeddable=True)
+
+    def work(c: Config, store: Store, visit: signup.Visit) -> Page:
+        if not origin and not signup.form_token_ok(visit.secret, signup._one(fields, "form_token"), visit.now):
+            raise Refused(403, "Not allowed", "Send the form from the signup page.")
+        return signup.subscribe(c, store, fields, visit)
+
+    return await _run(request, work)
+
+
+async def embed(request: Request) -> Response:
+    site: Site = request.app.state.site
+    config = site.config()
+    base = config.newsletter.base_url or str(request.base_url).rstrip("/")
+    return _page(config, Page(200, "web/embed.html.j2", {"box": pages.box(config, base)}), embed=True)
+
+
+async def confirm_get(request: Request) -> Response:
+    token = request.query_params.get("token", "")
+    return await _run(request, lambda c, s, v: signup.confirm_page(c, s, token, v))
+
+
+async def confirm_post(request: Request) -> Response:
+    config = request.app.state.site.config()
+    fields = await _form(request, config)
+    _same_site(request, config, embeddable=False)
+    token = signup._one(fields, "token") or request.query_params.get("token", "")
+    return await _run(request, lambda c, s, v: signup.confirm(c, s, token, v))
+
+
+async def preferences(request: Request) -> Response:
+    query = {key: request.query_params.getlist(key) for key in ("email", "token")}
+    if request.method == "GET":
+        return await _run(request, lambda c, s, v: signup.preferences_page(c, s, query, v))
+    config = request.app.state.site.config()
+    fields = await _form(request, config)
+    _same_site(request, config, embeddable=False)
+    merged = {**query, **{k: v for k, v in fields.items() if v}}
+    return await _run(request, lambda c, s, v: signup.save_preferences(c, s, merged, v))
+
+
+async def unsubscribe_route(request: Request) -> Response:
+    """RFC 8058 one-click: mail providers POST without an Origin, so only the token counts."""
+    site: Site = request.app.state.site
+    config = site.config()
+    body = b""
+    if request.method == "POST":
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > config.web.max_body:
+            raise Refused(413, "Too large", "That request was too large.")
+        body = await request.body()
+    query = request.url.query
+    status, headers, page = await run_in_threadpool(
+        unsubscribe.handle, config, request.method, request.url.path, query, body
+    )
+    return Response(page, status, headers=headers)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    config = request.app.state.site.config()
+    return _message(config, exc.status, exc.title, exc.message)
+
+
+async def _failed(request: Request, exc: Exception) -> Response:
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return Response("Temporarily unavailable; please try again later.", 503, media_type="text/plain")
+
+
+class Prefix:
+    """ASGI middleware: paths under base_url's path (a proxy that keeps the prefix) route as if at /."""
+
+    def __init__(self, app: ASGIApp, site: Site) -> None:
+        self.app, self.site = app, site
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            config = self.site.config()  # a stat; re-read only when the file changed
+            prefix = urlsplit(config.newsletter.base_url).path.rstrip("/")
+            path = scope["path"]
+            if prefix and (path == prefix or path.startswith(prefix + "/")):
+                scope = {**scope, "root_path": scope.get("root_path", "") + prefix}
+        await self.app(scope, receive, send)
+
+
+def create_app(source: Config | Path) -> ASGIApp:
+    site = Site(source)
+    routes = [
+        Route("/subscribe", subscribe_form, methods=["GET", "HEAD"]),
+        Route("/subscribe", subscribe_post, methods=["POST"]),
+        Route("/subscribe/embed", embed, methods=["GET", "HEAD"]),
+        Route("/confirm", confirm_get, methods=["GET", "HEAD"]),
+        Route("/confirm", confirm_post, methods=["POST"]),
+        Route("/preferences", preferences, methods=["GET", "HEAD", "POST"]),
+        Route("/unsubscribe", unsubscribe_route, methods=["GET", "HEAD", "POST", "PUT", "DELETE"]),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        Refused: _refused,
+        DigestError: _failed,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    app.state.site = site
+    return Prefix(app, site)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class Running:
+    """A server started by `start_server`, stopped like the http.server it replaced."""
+
+    def __init__(self, server: uvicorn.Server, sock: socket.socket, thread: threading.Thread) -> None:
+        self.server, self.sock, self.thread = server, sock, thread
+        self.server_address: tuple[str, int] = sock.getsockname()[:2]
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def server_close(self) -> None:
+        self.sock.close()
+
+
+def bind(where: str) -> socket.socket:
+    """A listening socket on HOST:PORT (port 0: a free one); one clear error if it cannot be had."""
+    host, _, port = where.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+        sock.listen(2048)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise DigestError(f"[web] listen {where!r}: cannot serve the web app: {exc}") from exc
+    return sock
+
+
+def _server(source: Config | Path) -> uvicorn.Server:
+    settings = uvicorn.Config(
+        create_app(source),
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        proxy_headers=True,  # X-Forwarded-For/-Proto, trusted from a local reverse proxy only
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,
+        ws="none",
+    )
+    return uvicorn.Server(settings)
+
+
+def start_server(source: Config | Path, listen: str | None = None) -> tuple[Running, threading.Thread]:
+    """Serve the app on `listen` (else [web] listen) in a daemon thread, for `digest run` and tests.
+
+    `source` is the config file (re-read when it changes) or a loaded Config. Stop it with
+    `server.shutdown(); server.server_close()`. Port 0 picks a free port (`server.server_address[1]`).
+    """
+    where = listen or (source if isinstance(source, Config) else config_mod.load(source)).web.listen
+    sock = bind(where)
+    server = _server(source)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="digest-web", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return Running(server, sock, thread), thread
+
+
+def serve(source: Path, listen: str | None, announce: Callable[[str], None]) -> None:
+    """`digest serve`: the web app in the foreground until SIGTERM / Ctrl-C."""
+    config = config_mod.load(source)
+    sock = bind(listen or config.web.listen)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    prefix = urlsplit(config.newsletter.base_url).path.rstrip("/")
+    announce(f"Serving the signup form on http://{shown}:{port}{prefix}/subscribe (Ctrl-C stops)")
+    _server(source).run(sockets=[sock])
