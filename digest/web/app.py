@@ -14,14 +14,17 @@ edits it), and opens the state database per request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -322,6 +325,27 @@ def bind(where: str) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after a graceful stop (exit -15); `digest serve` exits 0 like `digest run`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.force_exit = self.should_exit  # a second Ctrl-C: do not wait for open connections
+            self.should_exit = True
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def _server(source: Config | Path) -> uvicorn.Server:
     settings = uvicorn.Config(
         create_app(source),
@@ -334,7 +358,7 @@ def _server(source: Config | Path) -> uvicorn.Server:
         timeout_graceful_shutdown=5,
         ws="none",
     )
-    return uvicorn.Server(settings)
+    return _Server(settings)
 
 
 def start_server(source: Config | Path, listen: str | None = None) -> tuple[Running, threading.Thread]:
