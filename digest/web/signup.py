@@ -30,13 +30,13 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from .. import config as config_mod
-from .. import mail, subscribers
+from .. import mail
 from ..bounce_store import BounceBook
-from ..errors import ConfigEditError
 from ..models import Config, Subscriber
 from ..signup_store import Signup, SignupBook
 from ..store import Store
 from . import mails
+from .enroll import ENROLLER, Wish
 from .pages import Page
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,8 @@ def subscribe(config: Config, store: Store, fields: Fields, visit: Visit) -> Pag
     else:
         link = f"{visit.base}/confirm?token={confirm_token(visit.secret, signup, visit.now)}"
         message = mails.compose(config, "confirm", who, visit.now, confirm_url=link, topics=topics, valid_days=7)
-    if mails.send(config, message, email).status == "sent":
-        book.mailed(signup.id, visit.now)
+    if mails.send(config, message, email).status != "sent":
+        book.unmailed(signup.id)
     return check_inbox(email)
 
 
@@ -254,11 +254,8 @@ def confirm(config: Config, store: Store, token: str, visit: Visit) -> Page:
         return _subscribed(config, signup, visit, again=True)
     sections = {s.lower(): s for s in config.sections}
     topics = [sections[t.lower()] for t in signup.topics if t.lower() in sections]
-    added = subscribers.add(config.path, signup.email, signup.name, topics, exist_ok=True)
-    if (added.name, added.topics) != (signup.name or added.name, tuple(topics)):  # listed before: as asked now
-        _update(config, signup.email, signup.name or added.name, topics)
-    store.unsuppress(signup.email)
-    BounceBook(store).lift(signup.email)
+    ENROLLER.apply(config.path, Wish(signup.email, signup.name or None, topics, add=True))
+    _lift(store, signup.email)
     if not SignupBook(store).confirm(signup, visit.now, visit.client):
         return _subscribed(config, signup, visit, again=True)  # a concurrent POST of the same token won
     log.info("confirmed %s (signup %d from %s)", signup.email, signup.id, signup.source)
@@ -288,16 +285,15 @@ def _subscribed(config: Config, signup: Signup, visit: Visit, *, again: bool) ->
     )
 
 
-def _update(config: Config, email: str, name: str, topics: Sequence[str]) -> None:
-    """Set name and topics of an existing entry in place (None removes the key: all sections)."""
-    from ..config_edit import editing
+def _lift(store: Store, email: str) -> None:
+    """Confirming is the reader asking back: an unsubscribe, a bounce or a complaint is lifted.
 
-    with editing(config.path) as draft:
-        keys = [config_mod.address_key(s.email) for s in draft.config.subscribers]
-        key = config_mod.address_key(email)
-        if key not in keys:
-            raise ConfigEditError(f"{config.path}: {email} is no longer in the subscriber list; nothing changed")
-        draft.update("subscribers", keys.index(key), {"name": name or None, "topics": list(topics) or None})
+    Read first, so that the usual case (nothing to lift) writes nothing."""
+    if email.lower() in store.suppressed():
+        store.unsuppress(email)
+    book = BounceBook(store)
+    if config_mod.address_key(email) in book.suppressions():
+        book.lift(email)
 
 
 # --------------------------------------------------------------------------- preferences
@@ -361,7 +357,7 @@ def save_preferences(config: Config, store: Store, fields: Fields, visit: Visit)
     if errors:
         chosen = [t.lower() for t in fields.get("topics", [])]
         return Page(400, page.template, {**page.context, "name": name, "chosen": chosen, "errors": errors})
-    _update(config, email, name, topics)
+    ENROLLER.apply(config.path, Wish(email, name, topics, add=False))
     SignupBook(store).consent(
         email, "preferences: " + (", ".join(topics) or "all sections"), visit.source, visit.client, visit.now
     )
