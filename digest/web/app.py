@@ -101,6 +101,9 @@ class Refused(Exception):
 def _headers(config: Config, embed: bool) -> dict[str, str]:
     ancestors = " ".join(["'self'", *config.web.embed_origins]) if embed else "'none'"
     headers = dict(unsubscribe.HEADERS)
+    # same-origin, not no-referrer: with no-referrer browsers send `Origin: null` on our own
+    # form POSTs; the token-bearing URLs still never leave for another site
+    headers["Referrer-Policy"] = "same-origin"
     headers["Content-Security-Policy"] = (
         f"default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {_origin(config.newsletter.base_url)}; "
         f"frame-ancestors {ancestors}; base-uri 'none'"
@@ -152,8 +155,11 @@ async def _form(request: Request, config: Config) -> dict[str, list[str]]:
 
 
 def _same_site(request: Request, config: Config, *, embeddable: bool) -> str:
-    """The origin that sent a POST if it may ("" when the browser named none); else Refused."""
-    origin = request.headers.get("origin", "") or _origin(request.headers.get("referer", ""))
+    """The origin that sent a POST if it may ("" when the browser named none); else Refused.
+
+    `Origin: null` (a privacy setting, a sandboxed frame) names none: the route's token decides."""
+    origin = request.headers.get("origin", "")
+    origin = _origin(request.headers.get("referer", "")) if origin in ("", "null") else origin
     if not origin:
         return ""
     own = {_origin(config.newsletter.base_url), f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
