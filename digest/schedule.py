@@ -284,8 +284,8 @@ def _on_signals(stop: threading.Event) -> dict[int, Any]:
 
 
 def _start_web(config_path: Path) -> Callable[[], None]:
-    """The one-click unsubscribe endpoint on [web] listen, served while the daemon runs."""
-    from . import web  # the HTTP side; only `digest run` and the preview need it
+    """The web app (signup, confirm, preferences, one-click unsubscribe) on [web] listen, while the daemon runs."""
+    from . import web  # the HTTP side; Starlette and uvicorn load in start_server only
 
     server, thread = web.start_server(config_path)  # re-reads config.toml per request
     host, port = server.server_address[:2]

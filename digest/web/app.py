@@ -175,6 +175,7 @@ def _visit(request: Request, config: Config, secret: bytes) -> signup.Visit:
     host = request.client.host if request.client else "unknown"
     base = config.newsletter.base_url or str(request.base_url).rstrip("/")
     source = request.headers.get("referer", "") or request.headers.get("origin", "") or f"{base}/subscribe"
+    source = source.split("?")[0].split("#")[0]  # the page, never a query (a token could be in it)
     return signup.Visit(secret, signup.client_hash(secret, host), source[:500], base, datetime.now(UTC))
 
 
@@ -282,8 +283,12 @@ class Prefix:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            config = self.site.config()  # a stat; re-read only when the file changed
-            prefix = urlsplit(config.newsletter.base_url).path.rstrip("/")
+            try:
+                config = self.site.config()  # a stat; re-read only when the file changed
+            except DigestError:  # the route meets it again and answers 503
+                prefix = ""
+            else:
+                prefix = urlsplit(config.newsletter.base_url).path.rstrip("/")
             path = scope["path"]
             if prefix and (path == prefix or path.startswith(prefix + "/")):
                 scope = {**scope, "root_path": scope.get("root_path", "") + prefix}
