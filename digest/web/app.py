@@ -132,26 +132,32 @@ def _origin(url: str) -> str:
 # --------------------------------------------------------------------------- request helpers
 
 
-async def _form(request: Request, config: Config) -> dict[str, list[str]]:
-    """The form-encoded body, capped at [web] max_body and BODY_SECONDS."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != FORM_TYPE:
-        raise Refused(415, "Not a form", "Send the form from the page.")
+async def _body(request: Request, config: Config) -> bytes:
+    """The request body, capped at [web] max_body and BODY_SECONDS (chunked bodies too)."""
     limit = config.web.max_body
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise Refused(413, "Too large", "That form was too large.")
+        raise Refused(413, "Too large", "That request was too large.")
     chunks, size = [], 0
     try:
         with anyio.fail_after(BODY_SECONDS):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise Refused(413, "Too large", "That form was too large.")
+                    raise Refused(413, "Too large", "That request was too large.")
                 chunks.append(chunk)
     except TimeoutError:
-        raise Refused(408, "Too slow", "The form took too long to arrive.") from None
-    return parse_qs(b"".join(chunks).decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
+        raise Refused(408, "Too slow", "The request took too long to arrive.") from None
+    return b"".join(chunks)
+
+
+async def _form(request: Request, config: Config) -> dict[str, list[str]]:
+    """The form-encoded body (nothing else is taken)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != FORM_TYPE:
+        raise Refused(415, "Not a form", "Send the form from the page.")
+    body = await _body(request, config)
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
 
 
 def _same_site(request: Request, config: Config, *, embeddable: bool) -> str:
@@ -251,12 +257,7 @@ async def unsubscribe_route(request: Request) -> Response:
     """RFC 8058 one-click: mail providers POST without an Origin, so only the token counts."""
     site: Site = request.app.state.site
     config = site.config()
-    body = b""
-    if request.method == "POST":
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > config.web.max_body:
-            raise Refused(413, "Too large", "That request was too large.")
-        body = await request.body()
+    body = await _body(request, config) if request.method == "POST" else b""
     query = request.url.query
     status, headers, page = await run_in_threadpool(
         unsubscribe.handle, config, request.method, request.url.path, query, body
@@ -416,4 +417,6 @@ def serve(source: Path, listen: str | None, announce: Callable[[str], None]) -> 
     shown = f"[{host}]" if ":" in host else host
     prefix = urlsplit(config.newsletter.base_url).path.rstrip("/")
     announce(f"Serving the signup form on http://{shown}:{port}{prefix}/subscribe (Ctrl-C stops)")
+    if not config.newsletter.base_url:
+        announce("Note: [newsletter] base_url is empty: emailed links will name the address each request came to")
     _server(source).run(sockets=[sock])
