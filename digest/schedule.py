@@ -290,6 +290,7 @@ def _start_web(config_path: Path) -> Callable[[], None]:
     server, thread = web.start_server(config_path)  # re-reads config.toml per request
     host, port = server.server_address[:2]
     log.info("unsubscribe endpoint on http://%s:%s/unsubscribe", host, port)
+    log.info("signup form on http://%s:%s/subscribe", host, port)
 
     def stop() -> None:
         server.shutdown()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +36,7 @@ from digest.cli import main
 from digest.signup_store import SignupBook
 from digest.store import Store
 from digest.web import signup
+from digest.web.app import Running
 
 DAY1 = "2026-11-21T07:00:00+00:00"
 
@@ -73,7 +74,7 @@ class Site:
             return store.secret()
 
 
-def start(config: Path, base_path: str = "") -> tuple[web.app.Running, str]:  # type: ignore[name-defined]
+def start(config: Path, base_path: str = "") -> tuple[Running, str]:
     """The server on a free port, and config.toml's base_url pointed at it."""
     server, _ = web.start_server(config, "127.0.0.1:0")
     base = f"http://127.0.0.1:{server.server_address[1]}{base_path}"
@@ -502,4 +503,23 @@ def test_digest_serve_runs_only_the_web_part(make_config: MakeConfig, tmp_path: 
         log.close()
 
 
-Waiter = Callable[[], bool]
+def test_digest_run_serves_the_web_app_on_web_listen(make_config: MakeConfig, tmp_path: Path) -> None:
+    """The daemon serves signup and the one-click unsubscribe on [web] listen, and stops with exit 0."""
+    from test_schedule import start_daemon, stop, wait_for
+
+    config = make_config(web={"listen": "127.0.0.1:0"}, schedule={"send_at": "07:00"})
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, log, "2026-11-21T03:00:00+00:00")
+    try:
+        wait_for(lambda: "unsubscribe endpoint on" in log.read_text(), "the web app", log)
+        found = re.search(r"unsubscribe endpoint on (http://127\.0\.0\.1:\d+)/unsubscribe", log.read_text())
+        assert found
+        base = found.group(1)
+        assert "Subscribe to Updates" in httpx.get(base + "/subscribe").text
+        answer = httpx.post(base + "/subscribe", data={"email": "daemon@example.com"}, headers={"Origin": base})
+        assert answer.status_code == 200 and "Check your inbox" in answer.text
+        maildir = config_mod.load(config).delivery.maildir / "new"
+        assert any(b"Confirm your subscription" in f.read_bytes() for f in maildir.iterdir())
+        assert httpx.post(base + "/unsubscribe?email=ada%40example.com&token=forged").status_code == 403
+    finally:
+        assert stop(daemon) == 0, log.read_text()
