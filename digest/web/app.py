@@ -381,6 +381,7 @@ def _server(source: Config | Path) -> uvicorn.Server:
     settings = uvicorn.Config(
         create_app(source),
         lifespan="off",
+        log_config=None,  # digest's own logging setup (one format, -v), not uvicorn's
         access_log=False,
         log_level="warning",
         server_header=False,
