@@ -451,11 +451,11 @@ def serve(obj: Context, listen: str | None) -> None:
 
     Example: digest serve --listen 127.0.0.1:8025
     """
-    from .web import app  # Starlette and uvicorn load here only
+    from .web import server  # Starlette and uvicorn load here only
 
     if obj.verbose == 0:
         logging.getLogger("digest").setLevel(logging.INFO)
-    app.serve(obj.config_path, listen, lambda line: click.echo(line))
+    server.serve(obj.config_path, listen, lambda line: click.echo(line))
 
 
 @main.command("subscribe-form")

@@ -36,7 +36,7 @@ from digest.cli import main
 from digest.signup_store import SignupBook
 from digest.store import Store
 from digest.web import signup
-from digest.web.app import Running
+from digest.web.server import Running
 
 DAY1 = "2026-11-21T07:00:00+00:00"
 

@@ -24,13 +24,13 @@ from .unsubscribe import MAX_BODY, PATH, Handler, Response, handle, make_handler
 if TYPE_CHECKING:
     import threading
 
-    from .app import Running
+    from .server import Running
 
 __all__ = ["MAX_BODY", "PATH", "DigestError", "Handler", "Response", "handle", "make_handler", "start_server"]
 
 
 def start_server(source: Config | Path, listen: str | None = None) -> tuple[Running, threading.Thread]:
     """Serve the web app on `listen` (else [web] listen) in a daemon thread (see app.start_server)."""
-    from .app import start_server as start
+    from .server import start_server as start
 
     return start(source, listen)

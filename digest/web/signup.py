@@ -117,7 +117,8 @@ def preferences_ok(secret: bytes, email: str, token: str) -> bool:
     return hmac.compare_digest(mail.preferences_token(secret, email).encode(), token.encode("utf-8", "replace"))
 
 
-def _one(fields: Fields, name: str) -> str:
+def field(fields: Fields, name: str) -> str:
+    """The first value of a form field, or ""."""
     return (fields.get(name) or [""])[0]
 
 
@@ -132,8 +133,8 @@ def subscribe_page(
         400 if errors else 200,
         "web/subscribe.html.j2",
         {
-            "email": _one(values, "email"),
-            "name": _one(values, "name"),
+            "email": field(values, "email"),
+            "name": field(values, "name"),
             "chosen": [t.lower() for t in values.get("topics", [])],
             "errors": errors or {},
             "form_token": form_token(visit.secret, visit.now),
@@ -148,17 +149,17 @@ def check_inbox(email: str) -> Page:
 
 def subscribe(config: Config, store: Store, fields: Fields, visit: Visit) -> Page:
     """POST /subscribe: the same "check your inbox" page for every valid address."""
-    if _one(fields, HONEYPOT).strip():
+    if field(fields, HONEYPOT).strip():
         log.info("signup honeypot filled from client %s: ignored", visit.client)
-        return check_inbox(_one(fields, "email").strip()[:320])
+        return check_inbox(field(fields, "email").strip()[:320])
     errors: dict[str, str] = {}
     try:
-        email = config_mod.check_email(_one(fields, "email"))
+        email = config_mod.check_email(field(fields, "email"))
     except ValueError:
         email = ""
         errors["email"] = "Enter an email address like name@example.com."
-    name = " ".join(_one(fields, "name").split())
-    if len(name) > MAX_NAME or _CONTROL.search(_one(fields, "name").replace("\t", " ")):
+    name = " ".join(field(fields, "name").split())
+    if len(name) > MAX_NAME or _CONTROL.search(field(fields, "name").replace("\t", " ")):
         errors["name"] = f"Keep the name to one line of at most {MAX_NAME} characters."
     sections = {s.lower(): s for s in config.sections}
     topics = tuple(dict.fromkeys(sections.get(t.strip().lower(), "") for t in fields.get("topics", [])[:100]))
@@ -301,7 +302,7 @@ def _lift(store: Store, email: str) -> None:
 
 def preferences_page(config: Config, store: Store, fields: Fields, visit: Visit, saved: str = "") -> Page:
     """GET /preferences?email=...&token=...: name and sections, or unsubscribe."""
-    email, token = _one(fields, "email").strip(), _one(fields, "token").strip()
+    email, token = field(fields, "email").strip(), field(fields, "token").strip()
     if not preferences_ok(visit.secret, email, token):
         return Page(
             403,
@@ -332,7 +333,7 @@ def save_preferences(config: Config, store: Store, fields: Fields, visit: Visit)
     if page.status != 200 or page.context["state"] != "active":
         return page
     email = page.context["email"]
-    if _one(fields, "action") == "unsubscribe":
+    if field(fields, "action") == "unsubscribe":
         store.suppress(email, visit.now, "preferences")
         SignupBook(store).consent(email, "unsubscribed", visit.source, visit.client, visit.now)
         log.info("unsubscribed %s (preferences page)", email)
@@ -346,11 +347,11 @@ def save_preferences(config: Config, store: Store, fields: Fields, visit: Visit)
                 "link_text": "Changed your mind? Subscribe again",
             },
         )
-    name = " ".join(_one(fields, "name").split())
+    name = " ".join(field(fields, "name").split())
     sections = {s.lower(): s for s in config.sections}
     topics = list(dict.fromkeys(sections.get(t.strip().lower(), "") for t in fields.get("topics", [])[:100]))
     errors = {}
-    if len(name) > MAX_NAME or _CONTROL.search(_one(fields, "name").replace("\t", " ")):
+    if len(name) > MAX_NAME or _CONTROL.search(field(fields, "name").replace("\t", " ")):
         errors["name"] = f"Keep the name to one line of at most {MAX_NAME} characters."
     if "" in topics:
         errors["topics"] = "Choose among the sections listed."
