@@ -137,11 +137,14 @@ def _drop_repeats(items: list[Entry], texts: list[list[textproc.Word]], tuning: 
     """
     grams: list[list[tuple[str, str, str]]] = []
     count: Counter[tuple[str, tuple[str, str, str]]] = Counter()
+    distinct: set[tuple[str, tuple[str, ...]]] = set()  # a text published twice is one text
     for entry, text in zip(items, texts, strict=True):
         keys = [w.lower for w in text]
         own = [(keys[i], keys[i + 1], keys[i + 2]) for i in range(len(keys) - 2)]
         grams.append(own)
-        count.update((entry.feed, g) for g in set(own))
+        if (entry.feed, tuple(keys)) not in distinct:
+            distinct.add((entry.feed, tuple(keys)))
+            count.update((entry.feed, g) for g in set(own))
     out: list[list[textproc.Word]] = []
     for entry, text, own in zip(items, texts, grams, strict=True):
         drop: set[int] = set()
@@ -182,10 +185,15 @@ def _docs(items: list[Entry], tuning: Tuning) -> tuple[list[_Doc], set[str]]:
             if k in names:
                 doc.surface[k] = k.title() if k.isalpha() and k.islower() else k
     # Terms in half of one feed's entries are that feed's furniture, not an event.
-    feed_size = Counter(e.feed for e in items)
+    feed_size: Counter[str] = Counter()
     feed_df: Counter[tuple[str, str]] = Counter()
+    seen_texts: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
     for entry, doc in zip(items, docs, strict=True):
-        feed_df.update((entry.feed, k) for k in set(doc.title) | set(doc.summary))
+        text = (entry.feed, tuple(doc.title), tuple(doc.summary))
+        if text not in seen_texts:
+            seen_texts.add(text)
+            feed_size[entry.feed] += 1
+            feed_df.update((entry.feed, k) for k in set(doc.title) | set(doc.summary))
     for entry, doc in zip(items, docs, strict=True):
         limit = max(tuning.boiler_min, tuning.boiler_share * feed_size[entry.feed])
         if feed_size[entry.feed] >= 2 * tuning.boiler_min:
