@@ -72,9 +72,12 @@ STOP: dict[str, frozenset[str]] = {lang: frozenset(words.split()) for lang, word
 _ALL_STOP = frozenset().union(*STOP.values())
 
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_TOKEN = re.compile(rf"[{_CJK}]+|\d+(?:[.,:]\d+)*%?|[^\W\d_{_CJK}](?:[^\W_{_CJK}]|['’](?=\w))*|[.!?;:\"|\n]")
+_TOKEN = re.compile(
+    rf"[{_CJK}]+|\d+(?:[.,:]\d+)*(?:%|st|nd|rd|th)?|[^\W\d_{_CJK}](?:[^\W_{_CJK}]|['’](?=\w))*|[.!?;:\"|\n]"
+)
 _CJK_RUN = re.compile(rf"[{_CJK}]")
 _DOTTED = re.compile(r"\b(?:[A-Za-z]\.){2,}")  # U.N., G.O.P. -> UN, GOP
+_CODE = re.compile(r"\b([A-Za-z]{1,6})-(\d{1,3})\b")
 _BREAKS = frozenset('.!?;:"|\n')
 
 
@@ -132,6 +135,7 @@ def raw_tokens(text: str) -> list[str]:
     """Word, number, CJK-run and sentence-break tokens of `text`, in order."""
     text = text.replace("\u2019", "'").replace("\u2018", "'")
     text = _DOTTED.sub(lambda m: m.group().replace(".", "") + " ", text)
+    text = _CODE.sub(r"\1\2", text)  # COVID-19, G-7, F-35: one term each
     return _TOKEN.findall(text)
 
 
