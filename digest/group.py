@@ -28,6 +28,7 @@ newest lead, lead id. ``terms`` are the shared terms that tied a story, best fir
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import re
@@ -61,6 +62,7 @@ class Tuning:
     common_zipf: float = 6.5  # general-language prior: weight x (common_zipf - zipf) / zipf_span, clamped
     zipf_span: float = 3.0
     zipf_floor: float = 0.25
+    candidate_cap: int = 100  # a term in more entries than this near one entry finds none of its pairs alone
     repeat_min: int = 3  # a phrase in this many of one feed's entries is furniture
     boiler_share: float = 0.5
     boiler_min: int = 4
@@ -282,20 +284,32 @@ def _similarities(
         for k, weight in vector.items():
             postings[k].append((spans[index][0], index, weight))
     horizon = (tuning.near_hours + tuning.decay_hours * math.log(100.0)) * 3600.0
-    dots: dict[int, float] = {}
-    get = dots.get
-    for k in sorted(postings):
-        posting = sorted(postings[k])
+    # Candidates come from the terms that can tell events apart: a term held by more than
+    # `candidate_cap` entries within the time horizon only adds to the score of pairs found
+    # through rarer terms. This bounds the work per entry, so a batch that crowds thousands
+    # of reports of one topic into one day still groups in near-linear time.
+    cap = tuning.candidate_cap
+    candidates: set[int] = set()
+    add = candidates.add
+    for posting in postings.values():
+        posting.sort()
+        starts = [p[0] for p in posting]
         size = len(posting)
         for a in range(size - 1):
-            _, i, wi = posting[a]
-            limit = spans[i][1] + horizon
-            for b in range(a + 1, size):
-                start, j, wj = posting[b]
-                if start > limit:
-                    break
-                key = i * n + j if i < j else j * n + i
-                dots[key] = get(key, 0.0) + wi * wj
+            _, i, _ = posting[a]
+            end = bisect.bisect_right(starts, spans[i][1] + horizon, a + 1)
+            if end - a - 1 > cap:
+                continue
+            for b in range(a + 1, end):
+                j = posting[b][1]
+                add(i * n + j if i < j else j * n + i)
+    dots: dict[int, float] = {}
+    for key in sorted(candidates):
+        i, j = divmod(key, n)
+        vi, vj = vectors[i], vectors[j]
+        if len(vi) > len(vj):
+            vi, vj = vj, vi
+        dots[key] = sum(w * vj[k] for k, w in vi.items() if k in vj)
     sims: dict[int, float] = {}
     sequences = [doc.sequence() for doc in docs]
     for key, dot in dots.items():
