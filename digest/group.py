@@ -284,32 +284,30 @@ def _similarities(
         for k, weight in vector.items():
             postings[k].append((spans[index][0], index, weight))
     horizon = (tuning.near_hours + tuning.decay_hours * math.log(100.0)) * 3600.0
-    # Candidates come from the terms that can tell events apart: a term held by more than
-    # `candidate_cap` entries within the time horizon only adds to the score of pairs found
-    # through rarer terms. This bounds the work per entry, so a batch that crowds thousands
-    # of reports of one topic into one day still groups in near-linear time.
+    # A term held by more than `candidate_cap` entries within the time horizon of one entry
+    # is a topic there, not an event: it adds nothing to that entry's pairs. This bounds the
+    # work per entry, so a batch that crowds thousands of reports of one topic into one day
+    # still groups in near-linear time.
     cap = tuning.candidate_cap
-    candidates: set[int] = set()
-    add = candidates.add
-    for posting in postings.values():
+    dots: dict[int, float] = {}
+    get = dots.get
+    for k in sorted(postings):
+        posting = postings[k]
         posting.sort()
-        starts = [p[0] for p in posting]
         size = len(posting)
+        starts = [p[0] for p in posting] if size > cap else []
         for a in range(size - 1):
-            _, i, _ = posting[a]
-            end = bisect.bisect_right(starts, spans[i][1] + horizon, a + 1)
+            _, i, wi = posting[a]
+            limit = spans[i][1] + horizon
+            end = bisect.bisect_right(starts, limit, a + 1) if starts else size
             if end - a - 1 > cap:
                 continue
             for b in range(a + 1, end):
-                j = posting[b][1]
-                add(i * n + j if i < j else j * n + i)
-    dots: dict[int, float] = {}
-    for key in sorted(candidates):
-        i, j = divmod(key, n)
-        vi, vj = vectors[i], vectors[j]
-        if len(vi) > len(vj):
-            vi, vj = vj, vi
-        dots[key] = sum(w * vj[k] for k, w in vi.items() if k in vj)
+                start, j, wj = posting[b]
+                if start > limit:
+                    break
+                key = i * n + j if i < j else j * n + i
+                dots[key] = get(key, 0.0) + wi * wj
     sims: dict[int, float] = {}
     sequences = [doc.sequence() for doc in docs]
     for key, dot in dots.items():
