@@ -440,6 +440,10 @@ def _cluster(
     return [state.find(i) for i in range(n)]
 
 
+def _pair(sims: dict[int, float], n: int, i: int, j: int) -> float:
+    return sims.get(i * n + j if i < j else j * n + i, 0.0)
+
+
 # --------------------------------------------------------------------------- stories
 
 
@@ -473,8 +477,7 @@ def _story(
     joined = []
     for i in also:
         rest = {k: centroid[k] - w for k, w in vectors[i].items()}
-        n = len(items)
-        score = sum(sims.get(i * n + j if i < j else j * n + i, 0.0) for j in members if j != i) / (len(members) - 1)
+        score = sum(_pair(sims, len(items), i, j) for j in members if j != i) / (len(members) - 1)
         terms = sorted((k for k in vectors[i] if rest[k] > 1e-9), key=lambda k: (-vectors[i][k] * rest[k], k))
         joined.append(Joined(items[i].id, round(score, 3), tuple(_show(surface, k) for k in terms[:MAX_TERMS])))
     return Story(
