@@ -322,9 +322,11 @@ def _similarities(
         if len(vectors[i]) > len(vectors[j]):
             i, j = j, i
         common = vectors[j].keys() & vectors[i].keys()
-        parts = [vectors[i][k] * vectors[j][k] for k in common]
-        spread = dot * dot / sum(c * c for c in parts)  # effective number of shared terms
-        units = min(_units(sequences[i], common, names), math.ceil(spread - 0.25))
+        vi, vj = vectors[i], vectors[j]
+        spread = dot * dot / sum((vi[k] * vj[k]) ** 2 for k in common)  # effective number of shared terms
+        units = math.ceil(spread - 0.25)
+        if units > 1:
+            units = min(units, _units(sequences[i], common, names))
         if units < 3:
             factor *= tuning.single_term if units < 2 else tuning.two_terms
         sims[key] = dot * factor
@@ -353,6 +355,7 @@ class _Clusters:
         self.parent = list(range(n))
         self.size = [1] * n
         self.power = power
+        self.scale = [1.0] * n  # 1 / size ** power: linkage = cross * scale[a] * scale[b]
         self.version = [0] * n
         self.links: list[dict[int, float]] = [{} for _ in range(n)]
         for key, s in sims.items():
@@ -367,10 +370,6 @@ class _Clusters:
             i = self.parent[i]
         return i
 
-    def linkage(self, a: int, b: int, cross: float) -> float:
-        scale: float = float(self.size[a] * self.size[b]) ** self.power
-        return cross / scale
-
     def merge(self, a: int, b: int) -> int:
         """Fold the cluster with fewer links into the other; return the survivor."""
         if len(self.links[a]) < len(self.links[b]) or (len(self.links[a]) == len(self.links[b]) and b < a):
@@ -384,6 +383,7 @@ class _Clusters:
             self.links[k][a] = total
         self.links[b] = {}
         self.size[a] += self.size[b]
+        self.scale[a] = 1.0 / float(self.size[a]) ** self.power
         self.parent[b] = a
         self.version[a] += 1
         self.version[b] += 1
@@ -408,14 +408,14 @@ def _cluster(
         a, b = state.find(i), state.find(j)
         if a != b:
             state.merge(a, b)
-    links, version, parent, linkage = state.links, state.version, state.parent, state.linkage
+    links, version, parent, scale = state.links, state.version, state.parent, state.scale
     best = [-1.0] * n
     heap: list[tuple[float, int, int, int, int]] = []
 
     def rescan(a: int, update: bool = False) -> None:
-        top, partner = -1.0, -1
+        top, partner, sa = -1.0, -1, scale[a]
         for k, cross in links[a].items():
-            s = linkage(a, k, cross)
+            s = cross * sa * scale[k]
             if s > top:
                 top, partner = s, k
             if update and s > best[k]:
