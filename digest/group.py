@@ -6,18 +6,21 @@ comes first: a wrong merge hides news, a missed one only repeats it.
 1. Exact duplicates: entries with the same non-empty canonical ``link`` or ``guid``.
 2. Terms (digest/textproc.py): Unicode words, CJK bigrams, per-language stop words and
    stems; names (capitalised mid-sentence somewhere in the batch) stay unstemmed. A
-   feed's boilerplate says nothing about an event: sentences repeated across one feed's
-   entries, and terms in half or more of one feed's entries, are dropped for that feed.
-3. Each entry is a TF-IDF vector: title terms count double, names and numbers weigh more,
-   IDF comes from the batch smoothed by imaginary entries, so a word rare *today* is
-   trusted but not blindly; terms in a large share of the batch are topics, not events.
+   feed's boilerplate says nothing about an event: three-word phrases repeated across
+   several of one feed's texts, and terms in half or more of its entries, are dropped.
+3. Each entry is a TF-IDF vector over its title and lede: names and numbers weigh more,
+   IDF comes from the batch smoothed by imaginary entries and a word common in general
+   use (wordfreq) weighs less, so a word rare *today* is trusted but not blindly; terms
+   in a large share of the batch are topics, not events.
 4. Pair score: cosine, damped by time (a day apart counts less) and by outlet (an outlet
    rarely reports one event twice, its site and its YouTube channel being one outlet). A
-   pair that shares a single informative term (one word, one famous name) counts only
-   in part: events are told apart by several shared specifics.
-5. Clustering: average linkage on the sparse pair graph, merging best first while the
-   linkage reaches ``settings.threshold``. Average linkage needs every member to agree
-   on average, so no chain of one-word links melts a busy day into topic blobs.
+   pair that shares a single piece of evidence (one word, one name like "George Floyd",
+   or one term that outweighs the rest) counts only in part, two pieces nearly in full:
+   events are told apart by several shared specifics.
+5. Clustering on the sparse pair graph, best first while the linkage (cross-sum over
+   (|A| |B|) ** 0.85, close to average linkage) reaches ``settings.threshold``: members
+   must agree on average, so no chain of one-word links melts a busy day into topic
+   blobs, yet a big story of short headlines can still pool its evidence.
 
 Lead entry: the highest feed ``priority``, then the longest summary, then the longest
 title, then the earliest ``published``, then ``id``. The rest (``also``) go by priority,
