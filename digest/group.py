@@ -1,106 +1,118 @@
 """Group entries that report the same event across outlets into Stories.
 
-A pure, deterministic stage: the result does not depend on the input order.
+A pure, deterministic stage: the result does not depend on the input order. Precision
+comes first: a wrong merge hides news, a missed one only repeats it.
 
-1. Exact duplicates: entries with the same non-empty canonical ``link`` or the same
-   non-empty ``guid`` are one story whatever else differs (empty values never match).
-2. Same event, different wording: every entry becomes a TF-IDF vector over stemmed,
-   stop-word-free terms of its title (counted twice: headlines carry the event) and
-   summary. IDF comes from the batch itself, so what is rare *today* weighs most (smoothed
-   by 20 imaginary entries that hold none of the terms, so a batch of three still works).
-   Terms the batch writes capitalised mid-sentence (names, places, acronyms) weigh 1.5
-   times more: events are told apart by who and where. Terms in over a fifth of the
-   batch say nothing about any one event and are dropped.
-3. Pair similarity is the cosine of two vectors, damped by time and outlet: reports more
-   than 6 hours apart lose weight (e-fold every 18 hours: a follow-up the next day about
-   another country is another event); a date without a time of day stands for the whole
-   calendar day in any time zone, so only hours that must separate two entries count.
-   Two entries of one feed count half: an outlet rarely reports one event twice.
-4. Clustering is agglomerative on the sparse pair graph (candidates come from an
-   inverted index, never an n-by-n matrix): repeatedly merge the two groups whose
-   centroids are most similar while that similarity reaches ``settings.threshold``.
-   Centroid similarity is computed from pair sums alone: cross / sqrt(self_a * self_b).
-   It lets a big loose story absorb a new report sharing its key names, yet two small
-   groups still need a real shared core; there is no single-link chaining.
+1. Exact duplicates: entries with the same non-empty canonical ``link`` or ``guid``.
+2. Terms (digest/textproc.py): Unicode words, CJK bigrams, per-language stop words and
+   stems; names (capitalised mid-sentence somewhere in the batch) stay unstemmed. A
+   feed's boilerplate says nothing about an event: three-word phrases repeated across
+   several of one feed's texts, and terms in half or more of its entries, are dropped.
+3. Each entry is a TF-IDF vector over its title and lede: names and numbers weigh more,
+   IDF comes from the batch smoothed by imaginary entries and a word common in general
+   use (wordfreq) weighs less, so a word rare *today* is trusted but not blindly; terms
+   in a large share of the batch are topics, not events.
+4. Pair score: cosine, damped by time (a day apart counts less) and by outlet (an outlet
+   rarely reports one event twice, its site and its YouTube channel being one outlet). A
+   pair that shares a single piece of evidence (one word, one name like "George Floyd",
+   or one term that outweighs the rest) counts only in part, two pieces nearly in full:
+   events are told apart by several shared specifics.
+5. Clustering on the sparse pair graph, best first while the linkage (cross-sum over
+   (|A| |B|) ** 0.85, close to average linkage) reaches ``settings.threshold``: members
+   must agree on average, so no chain of one-word links melts a busy day into topic
+   blobs, yet a big story of short headlines can still pool its evidence.
 
-The threshold (default 0.18) is the one knob: a centroid cosine. It serves headline-only
-batches (short vectors) and title-plus-lede batches alike because both the vectors and the
-linkage are length-normalised.
-
-Lead entry: the highest feed ``priority`` (larger wins), then the most informative report
-(longest summary, then longest title), then the earliest ``published``, then ``id``. The
-rest (``also``) go by priority (high first), published (early first), id. A Story's section
-is its lead's. Stories come most-covered first (distinct feeds), then by lead priority,
-newest lead, lead id. ``terms`` are the shared terms that tied a story, best first.
+Lead entry: the highest feed ``priority``, then the longest summary, then the longest
+title, then the earliest ``published``, then ``id``. The rest (``also``) go by priority,
+published, id. Stories come most-covered first (distinct outlets), then by lead priority,
+newest lead, lead id. ``terms`` are the shared terms that tied a story, best first, and
+``why`` says for each other report the terms it shares with the story and its score.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import re
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 
-from digest.models import Entry, GroupingSettings, Story, link_key
+from digest import textproc
+from digest.models import Entry, GroupingSettings, Joined, Story, link_key, outlet_key
 
-TITLE_WEIGHT = 2.0  # a title term counts as two summary terms
-NAME_WEIGHT = 1.5  # boost for terms the batch capitalises mid-sentence
-SAME_FEED = 0.5  # factor on the similarity of two entries from one feed
-NEAR_HOURS = 6.0  # no time penalty below this gap
-DECAY_HOURS = 18.0  # then the similarity e-folds every DECAY_HOURS
-HORIZON_HOURS = NEAR_HOURS + DECAY_HOURS * math.log(100.0)  # factor < 1 %: no link
-DAY_EARLY, DAY_LATE = 14 * 3600.0, 36 * 3600.0  # a calendar day, UTC+14 .. UTC-12
-COMMON_SHARE, COMMON_MIN = 0.2, 25  # a term in more entries than this is noise
+
+@dataclass(frozen=True)
+class Tuning:
+    """Internal constants, gathered so that benchmarks can sweep them; not user config."""
+
+    title_weight: float = 1.0
+    name_weight: float = 1.5
+    number_weight: float = 1.3
+    unseen: float = 20.0  # IDF prior: imaginary entries holding none of the terms
+    common_share: float = 0.2
+    common_min: int = 25
+    summary_words: int = 60
+    same_outlet: float = 0.5
+    single_term: float = 0.5  # factor for a pair sharing one unit of evidence
+    two_terms: float = 0.8  # ... two units
+    min_dot: float = 0.03  # pairs below this never link
+    near_hours: float = 6.0
+    decay_hours: float = 18.0
+    linkage: float = 0.85  # exponent on |A|*|B|: 1 average linkage, 0.5 centroid-like (big stories absorb)
+    common_zipf: float = 6.5  # general-language prior: weight x (common_zipf - zipf) / zipf_span, clamped
+    zipf_span: float = 3.0
+    zipf_floor: float = 0.25
+    candidate_cap: int = 100  # a term in more entries than this near one entry finds none of its pairs alone
+    repeat_min: int = 3  # a phrase in this many of one feed's entries is furniture
+    boiler_share: float = 0.5
+    boiler_min: int = 4
+
+
+TUNING = Tuning()
 MAX_TERMS = 5
-UNSEEN = 20  # IDF prior: documents assumed to hold none of the terms
+DAY_EARLY, DAY_LATE = 14 * 3600.0, 36 * 3600.0  # a date-only stamp: its day in UTC+14 .. UTC-12
+_URL = re.compile(r"(?:https?://|www\.)\S+")
 
-# fmt: off
-_STOP = frozenset({
-    "a", "about", "above", "after", "again", "against", "all", "also", "am", "amid", "an", "and", "any", "are",
-    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could",
-    "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "get", "gets", "got",
-    "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i",
-    "if", "in", "including", "into", "is", "it", "its", "itself", "just", "last", "led", "like", "made", "make",
-    "makes", "many", "may", "me", "might", "more", "most", "much", "must", "my", "myself", "new", "news", "no",
-    "nor", "not", "now", "of", "off", "on", "once", "one", "only", "or", "other", "our", "ours", "ourselves", "out",
-    "over", "own", "photo", "photos", "report", "reported", "reports", "same", "said", "say", "saying", "says",
-    "she", "should", "so", "some", "still", "such", "than", "that", "the", "their", "theirs", "them", "themselves",
-    "then", "there", "these", "they", "this", "those", "through", "time", "to", "too", "two", "under", "until",
-    "up", "update", "updates", "us", "very", "via", "video", "was", "watch", "way", "we", "week", "weeks", "well",
-    "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "year",
-    "years", "you", "your", "yours",
-})
-# fmt: on
-_TOKEN = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?|[.!?:;\"|]")
-_DOTTED = re.compile(r"\b(?:[A-Za-z]\.){2,}")  # U.N., G.O.P. -> UN, GOP
-_BREAKS = frozenset('.!?:;"|')
-
-Token = tuple[str, str, bool | None]  # stem, surface form, capitalised mid-sentence?
 Vector = dict[str, float]
 
 
-def group(entries: Sequence[Entry], settings: GroupingSettings = GroupingSettings()) -> tuple[Story, ...]:
+@dataclass
+class _Doc:
+    """One entry's terms: keys in title and summary, and a display form per key."""
+
+    title: list[str]
+    summary: list[str]
+    surface: dict[str, str]
+    lang: str | None = None
+
+    def sequence(self) -> list[str]:
+        """Title then summary keys, with "" between (no phrase runs across the two)."""
+        return [*self.title, "", *self.summary]
+
+
+def group(
+    entries: Sequence[Entry], settings: GroupingSettings = GroupingSettings(), tuning: Tuning = TUNING
+) -> tuple[Story, ...]:
     """Group `entries` into stories; see the module docstring for the rules."""
     items = sorted(entries, key=_canonical)
     if not items:
         return ()
-    docs = [(_tokens(e.title), _tokens(e.summary)) for e in items]
-    names = _names(docs)
-    vectors = _vectors(docs, names)
-    sims = _similarities(items, vectors)
-    labels = _cluster(len(items), sims, _duplicates(items), settings.threshold)
+    docs, names = _docs(items, tuning)
+    vectors = _vectors(docs, names, tuning)
+    outlets = [outlet_key(e.feed) for e in items]
+    sims = _similarities(items, outlets, docs, names, vectors, tuning)
+    labels = _cluster(len(items), sims, _duplicates(items), settings.threshold, tuning.linkage)
     members: dict[int, list[int]] = defaultdict(list)
     for index, label in enumerate(labels):
         members[label].append(index)
-    stories = (_story(items, docs, vectors, names, m) for m in members.values())
+    stories = (_story(items, docs, vectors, sims, m) for m in members.values())
     return tuple(sorted(stories, key=_story_order))
 
 
-# --------------------------------------------------------------------------- text
+# --------------------------------------------------------------------------- terms
 
 
 def _canonical(entry: Entry) -> tuple[str, ...]:
@@ -111,96 +123,123 @@ def _canonical(entry: Entry) -> tuple[str, ...]:
             e.summary_html, "\n".join(e.categories), e.image or "", e.image_alt)  # fmt: skip
 
 
-@lru_cache(maxsize=1 << 16)
-def _stem(word: str) -> str:
-    """A light suffix stripper: plurals, -ing, -ed, final e (vetoes/vetoed/veto)."""
-    if word.endswith("'s"):
-        word = word[:-2]
-    word = word.replace("'", "")
-    if len(word) > 4 and word.endswith("ies"):
-        word = word[:-3] + "y"
-    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    if len(word) > 5 and word.endswith("ing"):
-        word = word[:-3]
-    elif len(word) > 4 and word.endswith("ed"):
-        word = word[:-2]
-    if len(word) > 3 and word.endswith("e"):
-        word = word[:-1]
-    return word
+def _languages(items: list[Entry]) -> list[str | None]:
+    """Each entry's language from its stop words, else its feed's most common one."""
+    own = [textproc.detect(t.lower() for t in textproc.raw_tokens(f"{e.title} {e.summary[:600]}")) for e in items]
+    by_feed: dict[str, Counter[str]] = defaultdict(Counter)
+    for entry, lang in zip(items, own, strict=True):
+        if lang:
+            by_feed[entry.feed][lang] += 1
+    feed_lang = {feed: c.most_common(1)[0][0] for feed, c in by_feed.items()}
+    return [lang or feed_lang.get(e.feed) for e, lang in zip(items, own, strict=True)]
 
 
-def _tokens(text: str) -> list[Token]:
-    """Content terms with their capitalisation evidence.
+def _drop_repeats(items: list[Entry], texts: list[list[textproc.Word]], tuning: Tuning) -> list[list[textproc.Word]]:
+    """Words covered by a three-word phrase that recurs in several of one feed's entries.
 
-    Capitalisation only counts mid-sentence in running text: in Title Case or ALL CAPS
-    headlines it says nothing, so those tokens carry None.
+    A feed's furniture ("Subscribe to Fox News! Watch more ...", "George Floyd death: ...")
+    repeats across its entries whatever they report; the same phrase in two outlets does not.
     """
-    if not text.isascii():  # fold accents and curly quotes: Raúl -> Raul
-        text = unicodedata.normalize("NFKD", text.replace("\u2019", "'").replace("\u2018", "'"))
-        text = "".join(c for c in text if not unicodedata.combining(c))
-    text = _DOTTED.sub(lambda m: m.group().replace(".", "") + " ", text)
-    words = [w for w in _TOKEN.findall(text) if len(w) > 3 and w[0].isalpha()]
-    title_case = bool(words) and sum(w[0].isupper() for w in words) > len(words) / 2
-    shouting = bool(words) and sum(w.isupper() for w in words) > len(words) / 2
-    out: list[Token] = []
-    sentence_start = True
-    for word in _TOKEN.findall(text):
-        if word in _BREAKS:
-            sentence_start = True
-            continue
-        lower = word.lower()
-        stem = _stem(lower)
-        if lower not in _STOP and stem not in _STOP and len(stem) > 1:
-            cap: bool | None = None
-            if title_case or shouting:
-                cap = None
-            elif word.isupper() and word.isalpha() and len(word) > 1:
-                cap = True
-            elif not sentence_start:
-                cap = word[0].isupper()
-            surface = word[:-2] if word.lower().endswith("'s") else word
-            out.append((stem, surface, cap))
-        sentence_start = False
+    grams: list[list[tuple[str, str, str]]] = []
+    count: Counter[tuple[str, tuple[str, str, str]]] = Counter()
+    distinct: set[tuple[str, tuple[str, ...]]] = set()  # a text published twice is one text
+    for entry, text in zip(items, texts, strict=True):
+        keys = [w.lower for w in text]
+        own = [(keys[i], keys[i + 1], keys[i + 2]) for i in range(len(keys) - 2)]
+        grams.append(own)
+        if (entry.feed, tuple(keys)) not in distinct:
+            distinct.add((entry.feed, tuple(keys)))
+            count.update((entry.feed, g) for g in set(own))
+    out: list[list[textproc.Word]] = []
+    for entry, text, own in zip(items, texts, grams, strict=True):
+        drop: set[int] = set()
+        for i, g in enumerate(own):
+            if count[(entry.feed, g)] >= tuning.repeat_min:
+                drop.update((i, i + 1, i + 2))
+        out.append([w for i, w in enumerate(text) if i not in drop] if drop else text)
     return out
 
 
-def _names(docs: list[tuple[list[Token], list[Token]]]) -> dict[str, bool]:
-    """Stems with capitalisation evidence: True when mostly capitalised (a name)."""
+def _docs(items: list[Entry], tuning: Tuning) -> tuple[list[_Doc], set[str]]:
+    langs = _languages(items)
+    titles = _drop_repeats(items, [textproc.words(e.title, lang) for e, lang in zip(items, langs, strict=True)], tuning)
+    summaries = _drop_repeats(
+        items, [textproc.words(_URL.sub(" ", e.summary), lang) for e, lang in zip(items, langs, strict=True)], tuning
+    )
+    raw = [(t, s[: tuning.summary_words]) for t, s in zip(titles, summaries, strict=True)]
     seen: Counter[str] = Counter()
     capital: Counter[str] = Counter()
-    for title, summary in docs:
-        for stem, _, cap in title + summary:
-            if cap is not None:
-                seen[stem] += 1
-                capital[stem] += cap
-    return {stem: capital[stem] * 2 >= n for stem, n in seen.items()}
+    for title, summary in raw:
+        for w in title + summary:
+            if w.cap is not None:
+                seen[w.lower] += 1
+                capital[w.lower] += w.cap
+    names = {word for word, n in seen.items() if capital[word] * 2 >= n}
+
+    def key(w: textproc.Word) -> str:
+        return w.lower if w.kind == "c" or w.lower in names else w.stem if w.kind == "w" else "#" + w.stem
+
+    docs: list[_Doc] = []
+    for (title, summary), lang in zip(raw, langs, strict=True):
+        surface: dict[str, str] = {}
+        for w in title + summary:
+            surface.setdefault(key(w), w.lower)
+        docs.append(_Doc([key(w) for w in title], [key(w) for w in summary], surface, lang))
+    for doc in docs:
+        for k in doc.surface:
+            if k in names:
+                doc.surface[k] = k.title() if k.isalpha() and k.islower() else k
+    # Terms in half of one feed's entries are that feed's furniture, not an event.
+    feed_size: Counter[str] = Counter()
+    feed_df: Counter[tuple[str, str]] = Counter()
+    seen_texts: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
+    for entry, doc in zip(items, docs, strict=True):
+        text = (entry.feed, tuple(doc.title), tuple(doc.summary))
+        if text not in seen_texts:
+            seen_texts.add(text)
+            feed_size[entry.feed] += 1
+            feed_df.update((entry.feed, k) for k in set(doc.title) | set(doc.summary))
+    for entry, doc in zip(items, docs, strict=True):
+        limit = max(tuning.boiler_min, tuning.boiler_share * feed_size[entry.feed])
+        if feed_size[entry.feed] >= 2 * tuning.boiler_min:
+            doc.title = [k for k in doc.title if feed_df[(entry.feed, k)] < limit]
+            doc.summary = [k for k in doc.summary if feed_df[(entry.feed, k)] < limit]
+    return docs, names
 
 
-def _vectors(docs: list[tuple[list[Token], list[Token]]], names: dict[str, bool]) -> list[Vector]:
-    """Unit TF-IDF vectors (sublinear tf, batch IDF, title and name boosts)."""
+def _vectors(docs: list[_Doc], names: set[str], tuning: Tuning) -> list[Vector]:
+    """Unit TF-IDF vectors (sublinear tf, smoothed batch IDF, title/name/number boosts)."""
     n = len(docs)
     df: Counter[str] = Counter()
-    for title, summary in docs:
-        df.update({t[0] for t in title + summary})
-    common = max(COMMON_MIN, COMMON_SHARE * n)
+    for doc in docs:
+        df.update(set(doc.title) | set(doc.summary))
+    common = max(tuning.common_min, tuning.common_share * n)
+    idf = {k: math.log((n + 1 + tuning.unseen) / (d + 0.5)) for k, d in df.items() if d <= common}
     vectors: list[Vector] = []
-    for title, summary in docs:
+    for doc in docs:
         tf: dict[str, float] = defaultdict(float)
-        for stem, _, _ in title:
-            tf[stem] += TITLE_WEIGHT
-        for stem, _, _ in summary:
-            tf[stem] += 1.0
-        weights = {
-            stem: (1.0 + math.log(f))
-            * math.log((n + 1 + UNSEEN) / (df[stem] + 0.5))
-            * (NAME_WEIGHT if names.get(stem) else 1.0)
-            for stem, f in tf.items()
-            if df[stem] <= common
-        }
-        norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
-        vectors.append({stem: w / norm for stem, w in weights.items()})
-    return vectors
+        for k in doc.title:
+            tf[k] += tuning.title_weight
+        for k in doc.summary:
+            tf[k] += 1.0
+        weights: Vector = {}
+        for k, f in tf.items():
+            if k in idf:
+                boost = tuning.name_weight if k in names else tuning.number_weight if k[0] == "#" else 1.0
+                if k[0] != "#":
+                    z = textproc.zipf(doc.lang, doc.surface.get(k, k).lower())
+                    boost *= min(1.0, max(tuning.zipf_floor, (tuning.common_zipf - z) / tuning.zipf_span))
+                weights[k] = (1.0 + math.log(f)) * idf[k] * boost
+        vectors.append(weights)
+    return _unit(vectors)
+
+
+def _unit(vectors: list[Vector]) -> list[Vector]:
+    out = []
+    for v in vectors:
+        norm = math.sqrt(sum(w * w for w in v.values())) or 1.0
+        out.append({k: w / norm for k, w in v.items()})
+    return out
 
 
 # --------------------------------------------------------------------------- pairs
@@ -219,44 +258,81 @@ def _span(moment: datetime) -> tuple[float, float]:
     return stamp, stamp
 
 
-def _time_factor(gap: float) -> float:
-    hours = gap / 3600.0
-    return 1.0 if hours <= NEAR_HOURS else math.exp(-(hours - NEAR_HOURS) / DECAY_HOURS)
+def _units(sequence: list[str], shared: set[str] | dict[str, float], names: set[str]) -> int:
+    """Independent pieces of shared evidence: a run of adjacent shared names or numbers
+    ("George Floyd", "Covid 19", "Tiger King") is one piece, each other shared word one."""
+    units = 0
+    seen: set[str] = set()
+    glued = False
+    for k in sequence:
+        if k in shared and k not in seen:
+            seen.add(k)
+            gluey = k in names or k[0] == "#"
+            if not (gluey and glued):
+                units += 1
+            glued = gluey
+        else:
+            glued = glued and k in seen and (k in names or k[:1] == "#")
+    return units
 
 
-def _similarities(items: list[Entry], vectors: list[Vector]) -> dict[int, float]:
-    """Damped cosine, keyed i * n + j (i < j), for pairs sharing a term within the horizon.
-
-    Candidates come from an inverted index whose postings are sorted by time, so a
-    posting stops at the first entry beyond the horizon: no n-by-n work.
-    """
+def _similarities(
+    items: list[Entry], outlets: list[str], docs: list[_Doc], names: set[str], vectors: list[Vector], tuning: Tuning
+) -> dict[int, float]:
+    """Damped cosine, keyed i * n + j (i < j), for pairs sharing a term within the horizon."""
     n = len(items)
     spans = [_span(e.published) for e in items]
     postings: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
     for index, vector in enumerate(vectors):
-        for stem, weight in vector.items():
-            postings[stem].append((spans[index][0], index, weight))
-    horizon = HORIZON_HOURS * 3600.0
+        for k, weight in vector.items():
+            postings[k].append((spans[index][0], index, weight))
+    horizon = (tuning.near_hours + tuning.decay_hours * math.log(100.0)) * 3600.0
+    # A term held by more than `candidate_cap` entries within the time horizon of one entry
+    # is a topic there, not an event: it adds nothing to that entry's pairs. This bounds the
+    # work per entry, so a batch that crowds thousands of reports of one topic into one day
+    # still groups in near-linear time.
+    cap = tuning.candidate_cap
     dots: dict[int, float] = {}
     get = dots.get
-    for stem in sorted(postings):
-        posting = sorted(postings[stem])
+    for k in sorted(postings):
+        posting = postings[k]
+        posting.sort()
         size = len(posting)
+        starts = [p[0] for p in posting] if size > cap else []
         for a in range(size - 1):
             _, i, wi = posting[a]
             limit = spans[i][1] + horizon
-            for b in range(a + 1, size):
+            end = bisect.bisect_right(starts, limit, a + 1) if starts else size
+            if end - a - 1 > cap:
+                continue
+            for b in range(a + 1, end):
                 start, j, wj = posting[b]
                 if start > limit:
                     break
                 key = i * n + j if i < j else j * n + i
                 dots[key] = get(key, 0.0) + wi * wj
     sims: dict[int, float] = {}
+    sequences = [doc.sequence() for doc in docs]
     for key, dot in dots.items():
+        if dot < tuning.min_dot:
+            continue
         i, j = divmod(key, n)
         (si, ei), (sj, ej) = spans[i], spans[j]
-        factor = _time_factor(max(0.0, si - ej, sj - ei))
-        sims[key] = dot * factor * (SAME_FEED if items[i].feed == items[j].feed else 1.0)
+        hours = max(0.0, si - ej, sj - ei) / 3600.0
+        factor = 1.0 if hours <= tuning.near_hours else math.exp(-(hours - tuning.near_hours) / tuning.decay_hours)
+        if outlets[i] == outlets[j]:
+            factor *= tuning.same_outlet
+        if len(vectors[i]) > len(vectors[j]):
+            i, j = j, i
+        common = vectors[j].keys() & vectors[i].keys()
+        vi, vj = vectors[i], vectors[j]
+        spread = dot * dot / sum((vi[k] * vj[k]) ** 2 for k in common)  # effective number of shared terms
+        units = math.ceil(spread - 0.25)
+        if units > 1:
+            units = min(units, _units(sequences[i], common, names))
+        if units < 3:
+            factor *= tuning.single_term if units < 2 else tuning.two_terms
+        sims[key] = dot * factor
     return sims
 
 
@@ -276,12 +352,13 @@ def _duplicates(items: list[Entry]) -> list[tuple[int, int]]:
 
 
 class _Clusters:
-    """Sparse agglomeration state: self sums, and cross sums between live clusters."""
+    """Sparse agglomeration state: sizes, and cross sums between live clusters."""
 
-    def __init__(self, n: int, sims: dict[int, float]) -> None:
+    def __init__(self, n: int, sims: dict[int, float], power: float) -> None:
         self.parent = list(range(n))
-        self.self_sum = [1.0] * n
-        self.scale = [1.0] * n  # 1 / sqrt(self_sum)
+        self.size = [1] * n
+        self.power = power
+        self.scale = [1.0] * n  # 1 / size ** power: linkage = cross * scale[a] * scale[b]
         self.version = [0] * n
         self.links: list[dict[int, float]] = [{} for _ in range(n)]
         for key, s in sims.items():
@@ -300,7 +377,7 @@ class _Clusters:
         """Fold the cluster with fewer links into the other; return the survivor."""
         if len(self.links[a]) < len(self.links[b]) or (len(self.links[a]) == len(self.links[b]) and b < a):
             a, b = b, a
-        cross = self.links[a].pop(b, 0.0)
+        self.links[a].pop(b, None)
         self.links[b].pop(a, None)
         for k, s in self.links[b].items():
             total = self.links[a].get(k, 0.0) + s
@@ -308,33 +385,37 @@ class _Clusters:
             self.links[k].pop(b, None)
             self.links[k][a] = total
         self.links[b] = {}
-        self.self_sum[a] += self.self_sum[b] + 2.0 * cross
-        self.scale[a] = 1.0 / math.sqrt(self.self_sum[a])
+        self.size[a] += self.size[b]
+        self.scale[a] = 1.0 / float(self.size[a]) ** self.power
         self.parent[b] = a
         self.version[a] += 1
         self.version[b] += 1
         return a
 
 
-def _cluster(n: int, sims: dict[int, float], forced: Iterable[tuple[int, int]], threshold: float) -> list[int]:
-    """Centroid-linkage agglomeration; returns a label per item.
+def _cluster(
+    n: int,
+    sims: dict[int, float],
+    forced: Iterable[tuple[int, int]],
+    threshold: float,
+    power: float,
+) -> list[int]:
+    """Best-first agglomeration; returns a label per item.
 
     The heap holds each cluster's best neighbour, not every pair: after a merge only the
     survivor is rescanned, and a neighbour is re-queued when the survivor beats its best.
-    A popped entry whose partner has changed since is rescanned then (its old score was
-    an upper bound, so merges still happen best first).
+    A popped entry whose partner has changed since is rescanned then.
     """
-    state = _Clusters(n, sims)
+    state = _Clusters(n, sims, power)
     for i, j in forced:
         a, b = state.find(i), state.find(j)
         if a != b:
             state.merge(a, b)
-    links, scale, version, parent = state.links, state.scale, state.version, state.parent
+    links, version, parent, scale = state.links, state.version, state.parent, state.scale
     best = [-1.0] * n
     heap: list[tuple[float, int, int, int, int]] = []
 
     def rescan(a: int, update: bool = False) -> None:
-        """Queue a's best neighbour; with `update`, also offer a to each neighbour."""
         top, partner, sa = -1.0, -1, scale[a]
         for k, cross in links[a].items():
             s = cross * sa * scale[k]
@@ -354,12 +435,16 @@ def _cluster(n: int, sims: dict[int, float], forced: Iterable[tuple[int, int]], 
     while heap:
         _, a, b, va, vb = heapq.heappop(heap)
         if parent[a] != a or version[a] != va:
-            continue  # a merged since: its survivor was rescanned
+            continue
         if parent[b] != b or version[b] != vb:
             rescan(a)
         else:
             rescan(state.merge(a, b), update=True)
     return [state.find(i) for i in range(n)]
+
+
+def _pair(sims: dict[int, float], n: int, i: int, j: int) -> float:
+    return sims.get(i * n + j if i < j else j * n + i, 0.0)
 
 
 # --------------------------------------------------------------------------- stories
@@ -374,36 +459,43 @@ def _also_key(entry: Entry) -> tuple[int, float, str]:
 
 
 def _story(
-    items: list[Entry],
-    docs: list[tuple[list[Token], list[Token]]],
-    vectors: list[Vector],
-    names: dict[str, bool],
-    members: list[int],
+    items: list[Entry], docs: list[_Doc], vectors: list[Vector], sims: dict[int, float], members: list[int]
 ) -> Story:
     ordered = sorted(members, key=lambda i: _lead_key(items[i]))
-    also = sorted((items[i] for i in ordered[1:]), key=_also_key)
-    terms = _shared_terms([docs[i] for i in members], [vectors[i] for i in members], names) if also else ()
-    return Story(lead=items[ordered[0]], also=tuple(also), terms=terms)
-
-
-def _shared_terms(
-    docs: list[tuple[list[Token], list[Token]]], vectors: list[Vector], names: dict[str, bool]
-) -> tuple[str, ...]:
-    """Terms found in at least two of the story's entries, by summed weight."""
-    weight: Counter[str] = Counter()
+    lead = ordered[0]
+    also = sorted(ordered[1:], key=lambda i: _also_key(items[i]))
+    if not also:
+        return Story(lead=items[lead])
+    centroid: Vector = defaultdict(float)
     count: Counter[str] = Counter()
-    for vector in vectors:
-        count.update(vector.keys())
-        weight.update(vector)
-    shared = sorted((s for s in weight if count[s] > 1), key=lambda s: (-weight[s], s))[:MAX_TERMS]
-    surfaces: dict[str, Counter[str]] = defaultdict(Counter)
-    for title, summary in docs:
-        for stem, surface, cap in title + summary:
-            surfaces[stem][surface.lower() if names.get(stem) is False else surface] += 2 if cap is not None else 1
-    return tuple(min(surfaces[s].items(), key=lambda kv: (-kv[1], kv[0]))[0] for s in shared)
+    for i in members:
+        count.update(vectors[i].keys())
+        for k, w in vectors[i].items():
+            centroid[k] += w
+    shared = sorted((k for k in centroid if count[k] > 1), key=lambda k: (-centroid[k], k))
+    surface: dict[str, str] = {}
+    for i in members:
+        for k, s in docs[i].surface.items():
+            surface.setdefault(k, s)
+    joined = []
+    for i in also:
+        rest = {k: centroid[k] - w for k, w in vectors[i].items()}
+        score = sum(_pair(sims, len(items), i, j) for j in members if j != i) / (len(members) - 1)
+        terms = sorted((k for k in vectors[i] if rest[k] > 1e-9), key=lambda k: (-vectors[i][k] * rest[k], k))
+        joined.append(Joined(items[i].id, round(score, 3), tuple(_show(surface, k) for k in terms[:MAX_TERMS])))
+    return Story(
+        lead=items[lead],
+        also=tuple(items[i] for i in also),
+        terms=tuple(_show(surface, k) for k in shared[:MAX_TERMS]),
+        why=tuple(joined),
+    )
+
+
+def _show(surface: dict[str, str], key: str) -> str:
+    return surface.get(key, key.lstrip("#"))
 
 
 def _story_order(story: Story) -> tuple[int, int, float, str]:
     lead = story.lead
-    feeds = len({e.feed for e in story.entries})
-    return (-feeds, -lead.priority, -_utc(lead.published).timestamp(), lead.id)
+    outlets = len({outlet_key(e.feed) for e in story.entries})
+    return (-outlets, -lead.priority, -_utc(lead.published).timestamp(), lead.id)

@@ -77,7 +77,7 @@ class FetchSettings:
 
 @dataclass(frozen=True)
 class GroupingSettings:
-    threshold: float = 0.18
+    threshold: float = 0.16
 
 
 @dataclass(frozen=True)
@@ -251,12 +251,23 @@ class Outlet:
 
 
 @dataclass(frozen=True)
+class Joined:
+    """Why one report joined its story: the terms it shares with the rest, and its score against them."""
+
+    entry_id: str
+    score: float
+    terms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Story:
     """One event: a lead report, other outlets' reports, and the terms that tied them."""
 
     lead: Entry
     also: tuple[Entry, ...] = ()
     terms: tuple[str, ...] = ()
+    why: tuple[Joined, ...] = ()
+    """One Joined per `also` report, in the same order (empty for stories recorded before it existed)."""
 
     @property
     def section(self) -> str:

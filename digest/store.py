@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LockedError, StateError
-from .models import DeliveryOutcome, Edition, Entry, FetchResult, ParseResult, Rendered, Story, Validators
+from .models import DeliveryOutcome, Edition, Entry, FetchResult, Joined, ParseResult, Rendered, Story, Validators
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -419,7 +419,12 @@ def _edition_dict(edition: Edition) -> dict[str, Any]:
         "overflow": edition.overflow,
         "feed_health": list(edition.feed_health),
         "stories": [
-            {"lead": _entry_dict(s.lead), "also": [_entry_dict(e) for e in s.also], "terms": list(s.terms)}
+            {
+                "lead": _entry_dict(s.lead),
+                "also": [_entry_dict(e) for e in s.also],
+                "terms": list(s.terms),
+                "why": [{"entry_id": j.entry_id, "score": j.score, "terms": list(j.terms)} for j in s.why],
+            }
             for s in edition.stories
         ],
     }
@@ -427,7 +432,12 @@ def _edition_dict(edition: Edition) -> dict[str, Any]:
 
 def _edition_from(data: dict[str, Any]) -> Edition:
     stories = tuple(
-        Story(_entry_from(s["lead"]), tuple(_entry_from(e) for e in s["also"]), tuple(s["terms"]))
+        Story(
+            _entry_from(s["lead"]),
+            tuple(_entry_from(e) for e in s["also"]),
+            tuple(s["terms"]),
+            tuple(Joined(j["entry_id"], float(j["score"]), tuple(j["terms"])) for j in s.get("why", ())),
+        )
         for s in data["stories"]
     )
     return Edition(
