@@ -77,7 +77,7 @@ class FetchSettings:
 
 @dataclass(frozen=True)
 class GroupingSettings:
-    threshold: float = 0.16
+    threshold: float = 0.2
 
 
 @dataclass(frozen=True)
