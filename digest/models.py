@@ -279,14 +279,26 @@ class Story:
 
     @property
     def outlets(self) -> tuple[Outlet, ...]:
-        """"Also covered by", each outlet once: its first (best) report in `also` order, with its count."""
+        """"Also covered by", each OTHER outlet once: its first (best) report in `also` order, with its count.
+
+        The lead's own outlet is not "also covered by" itself: its other reports are `own`.
+        """
+        lead = outlet_key(self.lead.feed)
         best: dict[str, Entry] = {}
         count: dict[str, int] = {}
         for entry in self.also:
             key = outlet_key(entry.feed)
+            if key == lead:
+                continue
             best.setdefault(key, entry)
             count[key] = count.get(key, 0) + 1
         return tuple(Outlet(entry.feed, entry, count[key]) for key, entry in best.items())
+
+    @property
+    def own(self) -> tuple[Entry, ...]:
+        """The lead's outlet's other reports of the story (its site and its video channel are one outlet)."""
+        lead = outlet_key(self.lead.feed)
+        return tuple(e for e in self.also if outlet_key(e.feed) == lead)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -157,7 +158,42 @@ def parse_feed(
             continue
         if entry is not None:
             entries.append(entry)
-    return ParseResult(feed, tuple(entries))
+    return ParseResult(feed, _without_furniture(entries))
+
+
+FURNITURE_SHINGLE = 5  # words: a run this long, repeated to the end of several summaries, is the feed's furniture
+_HASHTAGS = re.compile(r"(?:\s+#\w+)+\s*$")
+_TRAILING_MARKS = re.compile(r"[\s\-–—|:•·]+$")
+
+
+def _without_furniture(entries: list[Entry]) -> tuple[Entry, ...]:
+    """Summaries without the tail a feed repeats under every entry, and without trailing hashtags.
+
+    Video channels end every description with the same "Subscribe to ...! https://...  Watch
+    more ..." blurb, which would fill the digest's summary and tie unrelated reports together.
+    Only a tail that repeats to the very end in several of the feed's summaries is cut, so a
+    phrase that merely recurs ("the death of George Floyd") stays; what is left must still say
+    something, else the summary is kept whole.
+    """
+    k = FURNITURE_SHINGLE
+    words = [_HASHTAGS.sub("", e.summary).split() for e in entries]
+    seen: dict[tuple[str, ...], int] = {}
+    for distinct in {tuple(w) for w in words}:
+        for gram in {distinct[i : i + k] for i in range(len(distinct) - k + 1)}:
+            seen[gram] = seen.get(gram, 0) + 1
+    repeated = max(3, len(entries) // 10)
+    out = []
+    for entry, text in zip(entries, words, strict=True):
+        cut = len(text)
+        for i in range(len(text) - k, 0, -1):  # the longest suffix made of repeated runs
+            if seen.get(tuple(text[i : i + k]), 0) < repeated:
+                break
+            cut = i
+        kept = _TRAILING_MARKS.sub("", _HASHTAGS.sub("", " ".join(text[:cut])))
+        if len(kept.split()) >= 3 and kept != entry.summary:
+            entry = replace(entry, summary=kept)
+        out.append(entry)
+    return tuple(out)
 
 
 def _reason(text: str) -> str:

@@ -200,7 +200,8 @@ def test_an_outlets_site_and_its_video_channel_count_as_one_outlet() -> None:
     stories = group(batch)
     story = next(s for s in stories if s.lead.id in ("site", "tube"))
     assert {e.id for e in story.entries} == {"site", "tube"}  # a clear match still joins ...
-    assert len({o.name for o in story.outlets}) == 1  # ... and "Also covered by" names one outlet
+    # ... and it is the lead's own outlet: "more from", not another outlet under "Also covered by"
+    assert story.outlets == () and len(story.own) == 1
 
 
 # --------------------------------------------------------------------------- text rules

@@ -202,3 +202,50 @@ def test_feed_links_arrive_clean_in_entries() -> None:
     body = rss("<item><title>Launch</title><link>https://example.com/launch?utm_source=rss&amp;ito=1490&amp;id=3</link></item>")
     (entry,) = parse(body).entries
     assert entry.link == "https://example.com/launch?id=3"
+
+
+def described(descriptions: list[str]) -> bytes:
+    items = "".join(
+        f"<item><title>Video {n}</title><link>https://v.example/{n}</link><guid>v{n}</guid>"
+        f"<pubDate>Fri, 20 Nov 2026 16:00:00 GMT</pubDate><description>{d}</description></item>"
+        for n, d in enumerate(descriptions)
+    )
+    return rss(items)
+
+
+BLURB = (
+    "Subscribe to Orbit TV! https://short.example/sub Watch more Orbit TV Video: https://video.example "
+    "Orbit TV is the most watched space channel for 18 consecutive years."
+)
+
+
+def test_a_channels_repeated_blurb_and_hashtags_leave_the_summary() -> None:
+    news = [
+        "Crew capsule splashes down off the coast after a six month mission.",
+        "The agency picks two landing sites near the lunar south pole.",
+        "A private lander loses contact hours before touchdown.",
+        "Launch of the weather satellite slips to Friday after a sensor fault.",
+    ]
+    tags = ["#OrbitTV #Splashdown", "#OrbitTV #Moon", "#Landers", "#OrbitTV"]
+    result = parse(described([f"{n} {t} {BLURB}" for n, t in zip(news, tags, strict=True)]))
+    assert [e.summary for e in result.entries] == news
+    # the same blurb with trailing per-video hashtags (Al Jazeera's shape) goes too
+    shaped = parse(described([f"{n} - {BLURB} {t}" for n, t in zip(news, tags, strict=True)]))
+    assert [e.summary for e in shaped.entries] == news
+
+
+def test_a_phrase_that_recurs_mid_summary_is_news_not_furniture() -> None:
+    summaries = [
+        "Protesters marched over the death of George Floyd in three cities on Monday.",
+        "The family spoke about the death of George Floyd at a vigil in Houston.",
+        "Officers knelt with the crowd mourning the death of George Floyd in Queens.",
+        "A mural honours the death of George Floyd near the corner where he died.",
+    ]
+    assert [e.summary for e in parse(described(summaries)).entries] == summaries
+
+
+def test_a_summary_that_is_only_furniture_is_kept_whole() -> None:
+    summaries = [BLURB, "Live now. " + BLURB, "Docking confirmed at the station. " + BLURB]
+    entries = parse(described(summaries)).entries
+    assert [e.summary for e in entries[:2]] == summaries[:2]  # nothing (or next to nothing) would be left
+    assert entries[2].summary == "Docking confirmed at the station."

@@ -287,3 +287,30 @@ def test_two_outlets_read_as_a_sentence() -> None:
     assert re.search(r"Orbital Wire</a> and <a [^>]*>Launch Report</a></p>", html)
     assert "  - Orbital Wire: https://orbitalwire.example/2026/11/2\r\n  - Launch Report: https://" in text
     assert "more" not in re.search(r'<p class="also".*?</p>', html, re.S).group(0)  # type: ignore[union-attr]
+
+
+def test_the_leads_own_outlet_is_not_also_covered_by_itself() -> None:
+    """Fox's video under a Fox lead is "more from Fox", not another outlet covering the story."""
+    lead = entry(1, "Autopsy findings discussed", "Fox News (YouTube channel feed)", "News")
+    also = (
+        entry(2, "Autopsy shows asphyxia", "FOX News latest", "News", link="https://www.foxnews.com/us/autopsy"),
+        entry(3, "A private autopsy said asphyxiation", "NYT > U.S. News", "News"),
+        entry(4, "Examiners confirm homicide", "Fox News (YouTube channel feed)", "News"),
+    )
+    html, text = parts(compose(render_fixed(Edition(DAY, (Story(lead, also),), NOW))))
+    paragraphs = re.findall(r'<p class="also".*?</p>', html, re.S)
+    assert len(paragraphs) == 2
+    covered, more = paragraphs
+    assert "NYT &gt; U.S. News</a></p>" in covered and "Fox" not in covered
+    assert '">More from Fox News (YouTube channel feed): <a ' in more
+    assert "https://www.foxnews.com/us/autopsy" in more and more.endswith("and 1 more</p>")
+    assert "Also covered by:\r\n  - NYT > U.S. News: https://" in text
+    assert "More from Fox News (YouTube channel feed) (2): https://www.foxnews.com/us/autopsy" in text
+
+
+def test_a_story_told_only_by_the_leads_outlet_has_no_also_covered_by() -> None:
+    lead = entry(1, "Bridge opens", "Local Wire", "News")
+    story = Story(lead, (entry(2, "Bridge opens: pictures", "Local Wire", "News"),))
+    html, text = parts(compose(render_fixed(Edition(DAY, (story,), NOW))))
+    assert "Also covered by" not in html and "Also covered by" not in text
+    assert ">More from Local Wire: <a" in html and "More from Local Wire: https://localwire.example/2026/11/2" in text
