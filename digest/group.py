@@ -461,7 +461,11 @@ def _also_key(entry: Entry) -> tuple[int, float, str]:
 def _story(
     items: list[Entry], docs: list[_Doc], vectors: list[Vector], sims: dict[int, float], members: list[int]
 ) -> Story:
-    ordered = sorted(members, key=lambda i: _lead_key(items[i]))
+    n = len(items)
+    # The lead is the report the others agree with most (after the editor's priority), so that
+    # "Also covered by" reads against the story's core, not a side report that joined it.
+    central = {i: round(sum(_pair(sims, n, i, j) for j in members if j != i), 6) for i in members}
+    ordered = sorted(members, key=lambda i: (-items[i].priority, -central[i], *_lead_key(items[i])[1:]))
     lead = ordered[0]
     also = sorted(ordered[1:], key=lambda i: _also_key(items[i]))
     if not also:
