@@ -221,10 +221,14 @@ class _QuotedPrintable:
         """The encoded text with `values` in place of the markers, as pieces to join."""
         if not self.pieces:
             return [b"\r\n"]
-        return [
+        out = [
             p if isinstance(p, bytes) else _qp("".join([values.get(s, s) for s in p]), i == self.last)
             for i, p in enumerate(self.pieces)
         ]
+        last = self.pieces[-1]
+        if out[-1] == b"\r\n" and len(out) > 1 and out[-2].endswith(b"\r\n") and not isinstance(last, bytes):
+            out[-1] = b"" if not "".join([values.get(s, s) for s in last]) else out[-1]  # no extra empty line
+        return out
 
 
 def _plan(text: str, context: int) -> list[str | list[str]]:

@@ -83,6 +83,7 @@ values = st.fixed_dictionaries({mark: st.text(NO_CR, max_size=120) for mark in M
 @example(f"x{NAME_MARK}. \n", {NAME_MARK: "", EMAIL_MARK: "", UNSUBSCRIBE_MARK: ""}, 0)
 @example("0\x80\x80\x80\U00010000" + "0" + "\x80" * 5 + "\U00010000 \n", dict.fromkeys(MARKS, ""), 0)  # =20 at column 77
 @example(f"{EMAIL_MARK}{NAME_MARK}" + "y" * 90, {NAME_MARK: "a", EMAIL_MARK: "b" * 75, UNSUBSCRIBE_MARK: ""}, 0)
+@example(f"\n{NAME_MARK}", dict.fromkeys(MARKS, ""), 10**6)  # an empty last value: no extra CRLF
 def test_pieces_decode_to_the_filled_text(text: str, vals: dict[str, str], context: int) -> None:
     encoded = b"".join(mail._QuotedPrintable(text, context).fill(vals))
     expected = fill(text, vals)
