@@ -15,15 +15,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from . import bounces, deliver, fetch, group, inline, mail, parse, render, select, verp
-from .bounce_store import BounceBook
-from .config import address_key
-from .mailboxes import Incoming
 from .models import Config, DeliveryOutcome, Edition, Entry, Recipient, Rendered, SendReport, Subscriber
 from .progress import LogProgress, Progress
 from .store import Store
+
+if TYPE_CHECKING:
+    from .mailboxes import Incoming
+
+# Each stage is imported by the function that runs it: a cron-run `digest fetch` loads the
+# fetcher and the parser, not the inliner (premailer) or the grouping (tests/test_startup.py).
 
 log = logging.getLogger(__name__)
 MAX_AGE = 7 * 86400.0
@@ -42,6 +45,8 @@ def poll(
     config: Config, store: Store, now: datetime, *, persist: bool = True, progress: Progress | None = None
 ) -> PollReport:
     """Fetch and parse every feed; store new entries unless `persist` is off (preview)."""
+    from . import fetch, parse
+
     gone = store.gone_feeds()  # 410 Gone: not polled again until its url changes in config.toml
     feeds = [f for f in config.feeds if f.url not in gone.get(f.name, "")]
     progress = progress or LogProgress()
@@ -66,6 +71,8 @@ def edition_day(config: Config, now: datetime) -> date:
 
 def build_edition(config: Config, store: Store, now: datetime, extra: Sequence[Entry] = ()) -> Edition:
     """The edition that a send at `now` would freeze: pending entries, grouped and arranged."""
+    from . import group, select
+
     entries = {e.id: e for e in store.pending_entries(now, MAX_AGE)}
     entries.update({e.id: e for e in extra})
     stories = group.group(list(entries.values()), config.grouping)
@@ -77,6 +84,8 @@ def build_edition(config: Config, store: Store, now: datetime, extra: Sequence[E
 
 def render_edition(config: Config, edition: Edition, topics: Sequence[str]) -> Rendered:
     """One section set: render, then inline once; personalisation comes later by substitution."""
+    from . import inline, render, select
+
     stories = select.for_topics(edition, topics)
     return render.render_within(edition, stories, topics, config.newsletter, config.templates_dir, inline.inline_css)
 
@@ -122,6 +131,9 @@ def _deliver(
     should_stop: Callable[[], bool],
     progress: Progress,
 ) -> SendReport:
+    from . import deliver, mail, verp
+    from .bounce_store import BounceBook
+
     _give_up_stale(config, store, edition.day, now)
     suppressed = store.suppressed()
     subscribers = [s for s in config.subscribers if s.email.lower() not in suppressed]
@@ -179,6 +191,8 @@ def _transport(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> str:
     """Hand the messages to the configured transport; returns where they went."""
+    from . import deliver
+
     if config.delivery.transport == "maildir":
         deliver.to_maildir(config.delivery.maildir, owed, build, record)
         return f"Maildir {config.delivery.maildir}"
@@ -188,6 +202,8 @@ def _transport(
 
 def _give_up_stale(config: Config, store: Store, today: date, now: datetime) -> None:
     """Owed messages past their retry lifetime (see deliver.give_up_reason) become `failed`."""
+    from . import deliver
+
     for day, created in store.owing_editions():
         reason = deliver.give_up_reason(config.smtp, day, created, today, now)
         if reason:
@@ -252,6 +268,8 @@ def next_edition(
 
 def preview_templates() -> Path:
     """The packaged templates of the preview pages (not the email's)."""
+    from . import render
+
     return render.packaged_templates() / "preview"
 
 
@@ -259,6 +277,8 @@ def preview_message(
     config: Config, edition: Edition, subscriber: Subscriber | None, now: datetime
 ) -> tuple[Rendered, bytes]:
     """One subscriber's copy (or a sample reader's) exactly as it would be mailed."""
+    from . import mail
+
     reader = subscriber or Subscriber("reader@example.com", "Reader")
     rendered = render_edition(config, edition, topic_key(reader))
     composer = mail.Composer(rendered, rendered.html, config.newsletter, edition.day, now)
@@ -267,6 +287,8 @@ def preview_message(
 
 
 def preview_html(config: Config, store: Store, now: datetime, subscriber: Subscriber | None = None) -> str:
+    from . import mail
+
     _rendered, message = preview_message(config, next_edition(config, store, now), subscriber, now)
     return mail.html_part(message)
 
@@ -290,6 +312,8 @@ def send_test(
     """
     import secrets
     from email.utils import make_msgid
+
+    from . import mail
 
     progress = progress or LogProgress()
     edition = next_edition(config, store, now)
@@ -346,6 +370,10 @@ class BounceReport:
 
 def read_bounces(config: Config, store: Store, messages: Iterable[Incoming], now: datetime) -> BounceReport:
     """Classify each message, name its subscriber, commit its outcome and effects: one transaction each."""
+    from . import bounces, verp
+    from .bounce_store import BounceBook
+    from .config import address_key
+
     book = BounceBook(store)
     return_path = config.bounces.return_path
     key = verp.key(unsubscribe_secret(config, store)) if return_path else None
