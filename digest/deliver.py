@@ -18,8 +18,10 @@ relay counts as down: the untried messages are recorded `retrying` and the run e
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import fcntl
 import heapq
 import itertools
 import json
@@ -53,6 +55,9 @@ OnResults = Callable[[Sequence[DeliveryOutcome]], None]
 
 IN_RUN_DELAYS = (0.5, 2.0)
 """Seconds before the 2nd and the 3rd attempt of a temporary failure within one run."""
+QUEUE_DEPTH = 2
+"""Messages handed to a connection ahead of its replies: it starts the next as soon as one is
+answered, while this process commits (the next one's final dot still waits for that commit)."""
 UNREACHABLE_AFTER = 3
 """Failed connects in a row (no reply from the relay in between) that end the run."""
 BACKOFF_FIRST = 60.0
@@ -174,6 +179,7 @@ class _Limiter:
 # commit hides behind the next message's transmission.
 
 _HEADER = struct.Struct(">IB")
+_PIPE_SIZE = 1 << 20
 
 
 def _frame(kind: bytes, payload: bytes = b"") -> bytes:
@@ -205,8 +211,10 @@ class _Worker:
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.fd = self.proc.stdin, self.proc.stdout.fileno()
+        with contextlib.suppress(OSError, AttributeError):  # Linux: room for a whole message, so that
+            fcntl.fcntl(self.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)  # handing it over never waits
         self.buffer = bytearray()
-        self.current: _Item | None = None
+        self.queued: collections.deque[_Item] = collections.deque()  # given, no reply yet (oldest first)
         self.gone = False
         self.send(_frame(b"S", json.dumps(dataclasses.asdict(settings)).encode()))
 
@@ -219,7 +227,7 @@ class _Worker:
 
     def give(self, item: _Item) -> None:
         """Build the message here and hand it over; the child waits for its start time, then sends."""
-        self.current = item
+        self.queued.append(item)
         to = item.to
         envelope = {"rcpt": to.subscriber.email, "sender": to.envelope_from or self.envelope_from,
                     "start": self.limiter.reserve(), "message_id": to.message_id}
@@ -249,7 +257,7 @@ class _Worker:
                 continue
             outcome = DeliveryOutcome(data["email"], data["status"], data["code"], data["text"], data["message_id"])
             log.debug("deliver %s: %s %s %s", outcome.email, outcome.status, outcome.code, outcome.text)
-            done.append(_Done(self.index, self.current, outcome, data["reached"]))
+            done.append(_Done(self.index, self.queued.popleft() if self.queued else None, outcome, data["reached"]))
         return done
 
     def close(self) -> None:
@@ -280,6 +288,7 @@ class _Connection:
         self.conn: smtplib.SMTP | None = None
         self.credit = 1  # acks received and not yet used: the first message needs none
         self.waited = False
+        self.pending: collections.deque[bytes] = collections.deque()  # messages read while waiting for an ack
 
     def frame(self) -> tuple[int, bytes]:
         return _read_frame(self.inbox)
@@ -287,7 +296,7 @@ class _Connection:
     def run(self) -> None:
         try:
             while True:
-                kind, payload = self.frame()
+                kind, payload = (ord("M"), self.pending.popleft()) if self.pending else self.frame()
                 if kind == ord("A"):
                     self.credit += 1
                     continue
@@ -313,10 +322,13 @@ class _Connection:
         if self.waited:
             return
         while not self.credit:
-            kind, _payload = self.frame()
-            if kind != ord("A"):
+            kind, payload = self.frame()
+            if kind == ord("M"):
+                self.pending.append(payload)
+            elif kind == ord("A"):
+                self.credit += 1
+            else:
                 raise _Abort
-            self.credit += 1
         self.credit -= 1
         self.waited = True
 
@@ -398,7 +410,7 @@ class _Dispatcher:
         self.fresh = recipients
         self.later: list[tuple[float, int, _Item]] = []  # in-run retries: (due, seq, item)
         self.order = itertools.count()
-        self.workers, self.idle = workers, list(workers)
+        self.workers = workers
         self.on_results, self.should_stop = on_results, should_stop
         self.busy = 0
         self.failed_connects = 0
@@ -427,13 +439,11 @@ class _Dispatcher:
                 worker = self.workers[done.worker]
                 if done.error is not None:
                     self.selector.unregister(worker.fd)  # that child is done for
-                    if worker.current is not None:
-                        self.busy -= 1
-                        worker.current = None
+                    self.busy -= len(worker.queued)
+                    worker.queued.clear()
+                    worker.gone = True
                     continue
                 self.busy -= 1
-                worker.current = None
-                self.idle.append(worker)
             self.feed()  # the next messages go out up to their final dot meanwhile
             if outcomes:
                 self.on_results(outcomes)
@@ -448,7 +458,7 @@ class _Dispatcher:
 
     def collect(self) -> list[_Done]:
         """Wait for a reply, or until an in-run retry is due; take whatever else is ready."""
-        timeout = max(0.0, self.later[0][0] - time.monotonic()) if self.later and self.idle else None
+        timeout = max(0.0, self.later[0][0] - time.monotonic()) if self.later and self.free() else None
         batch: list[_Done] = []
         for key, _events in self.selector.select(timeout):
             batch += key.data.read()
@@ -469,8 +479,8 @@ class _Dispatcher:
         return outcome
 
     def feed(self) -> None:
-        """Give each idle connection a due retry or the next fresh message."""
-        while self.idle and not self.stopping:
+        """Keep each connection's queue full with due retries and fresh messages."""
+        while (worker := self.free()) is not None and not self.stopping:
             if self.later and self.later[0][0] <= time.monotonic():
                 item = heapq.heappop(self.later)[2]
             else:
@@ -478,8 +488,13 @@ class _Dispatcher:
                 if to is None:
                     return
                 item = _Item(to)
-            self.idle.pop().give(item)
+            worker.give(item)
             self.busy += 1
+
+    def free(self) -> _Worker | None:
+        """The connection with the fewest messages given and not answered, if one has room."""
+        ready = [w for w in self.workers if not w.gone and len(w.queued) < QUEUE_DEPTH]
+        return min(ready, key=lambda w: len(w.queued)) if ready else None
 
 
 def connect(settings: SmtpSettings) -> smtplib.SMTP:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import hmac
 import html
@@ -46,7 +47,13 @@ def header_text(value: str, limit: int = MAX_HEADER_TEXT) -> str:
 
 
 def sender_domain(sender: str) -> str:
-    return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    return _address(sender).rpartition("@")[2] or "localhost"
+
+
+@functools.lru_cache(maxsize=64)
+def _address(sender: str) -> str:
+    """The address of a `Name <addr>` setting; cached: `recipient` asks once per subscriber."""
+    return parseaddr(sender)[1]
 
 
 def message_id(day: date, email: str, domain: str) -> str:
@@ -61,7 +68,7 @@ def unsubscribe_token(secret: bytes, email: str) -> str:
 
 def recipient(subscriber: Subscriber, day: date, newsletter: NewsletterSettings, secret: bytes) -> Recipient:
     domain = sender_domain(newsletter.sender)
-    mailto_addr = newsletter.unsubscribe_mailto or parseaddr(newsletter.sender)[1]
+    mailto_addr = newsletter.unsubscribe_mailto or _address(newsletter.sender)
     mailto = f"mailto:{mailto_addr}?subject=" + quote(f"unsubscribe {subscriber.email}")
     url = ""
     if newsletter.base_url:

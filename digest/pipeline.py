@@ -7,6 +7,7 @@ Drivers (cli, schedule, preview) call these functions and never copy them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -55,12 +56,14 @@ def poll(
     results = fetch.fetch_all(feeds, validators, config.fetch, lambda _result: progress.advance())
     progress.done()
     failed, new, fresh = 0, 0, []
-    for result, parsed in zip(results, parse.parse_all(results, now, config.fetch.max_entries), strict=True):
-        failed += bool(result.error or (parsed and parsed.error))
-        if persist:
-            new += store.record_poll(result, parsed, now, config.newsletter.window)
-        elif parsed:
-            fresh.extend(store.unseen(parsed, config.newsletter.window))
+    parsed_all = parse.parse_all(results, now, config.fetch.max_entries)
+    with store.transaction() if persist else contextlib.nullcontext():  # one commit (one fsync) per poll
+        for result, parsed in zip(results, parsed_all, strict=True):
+            failed += bool(result.error or (parsed and parsed.error))
+            if persist:
+                new += store.record_poll(result, parsed, now, config.newsletter.window)
+            elif parsed:
+                fresh.extend(store.unseen(parsed, config.newsletter.window))
     log.info("poll: %d feeds, %d failed, %d new entries", len(results), failed, new)
     return PollReport(len(results), failed, new, tuple(fresh))
 
