@@ -83,7 +83,7 @@ def give_up_reason(settings: SmtpSettings, day: date, created: datetime, today: 
     return None
 
 
-def to_maildir(folder: Path, recipients: Sequence[Recipient], build: Build, on_results: OnResults) -> None:
+def to_maildir(folder: Path, recipients: Iterable[Recipient], build: Build, on_results: OnResults) -> None:
     """Write into Maildir `new/` (tmp + rename, as the Maildir format prescribes)."""
     try:
         box = mailbox.Maildir(folder, create=True)

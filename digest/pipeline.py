@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -139,56 +139,60 @@ def _deliver(
 
     _give_up_stale(config, store, edition.day, now)
     suppressed = store.suppressed()
-    subscribers = [s for s in config.subscribers if s.email.lower() not in suppressed]
+    subscribers = {s.email: s for s in config.subscribers if s.email.lower() not in suppressed}
     renders = store.renders(edition.day)
     composers: dict[tuple[str, ...], mail.Composer] = {}
-    for key in {topic_key(s) for s in subscribers}:
+    for key in {topic_key(s) for s in subscribers.values()}:
         if key not in renders:  # a subscriber added after the edition was frozen
             renders[key] = render_edition(config, edition, key)
             store.add_render(edition.day, renders[key])
         composers[key] = mail.Composer(renders[key], renders[key].html, config.newsletter, edition.day, now)
-    wanted = [s for s in subscribers if renders[topic_key(s)].story_count or config.schedule.send_if_empty]
-    store.ensure_deliveries(edition.day, [s.email for s in wanted], now)
-    state = store.deliveries(edition.day)
-    due = [s for s in wanted if state[s.email][0] == "pending" or _retry_due(state[s.email], now)]
+    wanted = {e for e, s in subscribers.items() if renders[topic_key(s)].story_count or config.schedule.send_if_empty}
+    store.ensure_deliveries(edition.day, (e for e in subscribers if e in wanted), now)
     secret = unsubscribe_secret(config, store)
-    owed = [mail.recipient(s, edition.day, config.newsletter, secret) for s in due]
-    if config.bounces.return_path:  # VERP: each copy's bounce names its edition and subscriber
-        vkey, base = verp.key(secret), config.bounces.return_path
-        owed = [replace(r, envelope_from=verp.return_path(base, vkey, edition.day, r.subscriber.email)) for r in owed]
-    by_email = {s.email: topic_key(s) for s in subscribers}
+    vkey, base = (verp.key(secret), config.bounces.return_path) if config.bounces.return_path else (b"", "")
+    owed_count = sum(1 for email in store.due_deliveries(edition.day, now) if email in wanted)
+
+    def owed() -> Iterator[Recipient]:
+        """Streamed from the database (pages by address): 100,000 recipients are never all in memory."""
+        for email in store.due_deliveries(edition.day, now):
+            if email not in wanted:
+                continue
+            to = mail.recipient(subscribers[email], edition.day, config.newsletter, secret)
+            if base:  # VERP: each copy's bounce names its edition and subscriber
+                to = replace(to, envelope_from=verp.return_path(base, vkey, edition.day, email))
+            yield to
 
     def build(to: Recipient) -> bytes:
-        message = composers[by_email[to.subscriber.email]].message(to)
+        message = composers[topic_key(to.subscriber)].message(to)
         if to.envelope_from and config.delivery.transport == "maildir":  # what a delivering MTA would add
             return f"Return-Path: <{to.envelope_from}>\r\n".encode() + message
         return message
 
-    attempts = {email: row[1] for email, row in state.items()}
-
     def record(outcomes: Sequence[DeliveryOutcome]) -> None:
-        rows = []
-        for outcome in outcomes:
-            attempts[outcome.email] += 1
-            retry = outcome.status == "retrying"
-            rows.append((outcome, deliver.next_attempt(now, attempts[outcome.email]) if retry else None))
+        retrying = [o.email for o in outcomes if o.status == "retrying"]
+        attempts = store.delivery_attempts(edition.day, retrying) if retrying else {}
+        rows = [
+            (o, deliver.next_attempt(now, attempts.get(o.email, 0) + 1) if o.status == "retrying" else None)
+            for o in outcomes
+        ]
         store.record_deliveries(edition.day, rows, now)
         progress.advance(len(outcomes))
 
-    progress.start("sending", len(owed), "messages")
-    where = _transport(config, owed, build, record, should_stop)
+    progress.start("sending", owed_count, "messages")
+    where = _transport(config, owed(), build, record, should_stop)
     progress.done()
     for email in BounceBook(store).suppress_refused(edition.key, now):
         log.warning("suppressed %s: refused with 5xx in two editions in a row", email)
     counts = store.delivery_counts(edition.day)
-    settled = not owed and counts.keys() <= {"sent"}
+    settled = not owed_count and counts.keys() <= {"sent"}
     note = f"edition {edition.key} already delivered: nothing new to send" if settled else ""
     return _report(config, polled, edition, counts=counts, recipients=len(wanted), note=note, where=where)
 
 
 def _transport(
     config: Config,
-    owed: Sequence[Recipient],
+    owed: Iterable[Recipient],
     build: Callable[[Recipient], bytes],
     record: Callable[[Sequence[DeliveryOutcome]], None],
     should_stop: Callable[[], bool] = lambda: False,
@@ -220,11 +224,6 @@ def unsubscribe_secret(config: Config, store: Store) -> bytes:
     the state database (so links keep working across restarts without configuration).
     """
     return os.environ.get(config.web.secret_env, "").encode() or store.secret()
-
-
-def _retry_due(state: tuple[str, int, datetime | None], now: datetime) -> bool:
-    status, _attempts, next_attempt = state
-    return status == "retrying" and (next_attempt is None or next_attempt <= now)
 
 
 def _report(

@@ -312,6 +312,35 @@ class Store:
         )
         return {e: (s, a, _when(n) if n else None) for e, s, a, n in rows}
 
+    def due_deliveries(self, day: date, now: datetime, page: int = 1000) -> Iterator[str]:
+        """Addresses owed a message of `day` now (pending, or retrying and due), in address order.
+
+        Read a page at a time, each page a query of its own after the last address seen: rows
+        updated meanwhile (sent, or retrying later) are behind the cursor and never read twice.
+        """
+        after, key = "", day.isoformat()
+        while True:
+            rows = self.db.execute(
+                "SELECT email, status, next_attempt FROM deliveries WHERE day=? AND email>?"
+                " AND status IN ('pending','retrying') ORDER BY email LIMIT ?",
+                (key, after, page),
+            ).fetchall()
+            for email, status, next_attempt in rows:
+                if status == "pending" or next_attempt is None or _when(next_attempt) <= now:
+                    yield email
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def delivery_attempts(self, day: date, emails: Sequence[str]) -> dict[str, int]:
+        """email -> attempts recorded so far (for the backoff of a new failure)."""
+        marks = ",".join("?" * len(emails))
+        rows = self.db.execute(
+            f"SELECT email, attempts FROM deliveries WHERE day=? AND email IN ({marks})",  # noqa: S608 - only ?s
+            (day.isoformat(), *emails),
+        )
+        return dict(rows.fetchall())
+
     def record_delivery(
         self, day: date, outcome: DeliveryOutcome, now: datetime, next_attempt: datetime | None
     ) -> None:
