@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -192,10 +193,8 @@ def run(workers: int, kind: str, delay: float, lifetime: float) -> None:
         asyncio.run(stats_server(counts, lifetime))
     finally:
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         deadline = started + lifetime + 10
         for pid in children:
             while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
@@ -215,7 +214,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
     parser.add_argument("--delay", type=float, default=0.0, help="milliseconds before every reply")
     kinds = parser.add_mutually_exclusive_group()
-    kinds.add_argument("--stock", dest="kind", action="store_const", const="stock", help="stock aiosmtpd (DATA line by line)")
+    kinds.add_argument("--stock", dest="kind", action="store_const", const="stock", help="stock aiosmtpd DATA")
     kinds.add_argument("--lean", dest="kind", action="store_const", const="lean", help="LeanSMTP instead of aiosmtpd")
     parser.set_defaults(kind="fast")
     args = parser.parse_args()

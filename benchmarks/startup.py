@@ -59,7 +59,11 @@ def _time(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
 def import_ms(env: dict[str, str], module: str = "digest.cli") -> dict[str, float]:
     """`python -X importtime -c 'import module'`: cumulative ms of the heaviest top-level imports."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", f"import {module}"], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     out: dict[str, float] = {}
     for line in done.stderr.splitlines():
@@ -86,7 +90,8 @@ def run(runs: int = 15, feeds: int = 200) -> dict[str, Any]:
             raise RuntimeError(first.stderr.decode()[-500:])
         # an edition to report on: built and recorded with a Maildir transport, outside the timing
         maildir = folder / "state" / "maildir.toml"
-        text = config.read_text(encoding="utf-8").replace('transport = "smtp"', 'transport = "maildir"\nmaildir = "out"')
+        text = config.read_text(encoding="utf-8")
+        text = text.replace('transport = "smtp"', 'transport = "maildir"\nmaildir = "out"')
         maildir.write_text(text, encoding="utf-8")
         sent = subprocess.run(
             [sys.executable, "-m", "digest", "--config", str(maildir), "send", "--now", SEND_AT.isoformat()],

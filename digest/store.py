@@ -26,6 +26,8 @@ from .errors import LockedError, StateError
 from .models import DeliveryOutcome, Edition, Entry, FetchResult, ParseResult, Rendered, Story, Validators
 
 SCHEMA_VERSION = 1
+DUE_PAGE = 1000
+"""Rows per query of Store.due_deliveries."""
 SYNC_EVERY = 1.0
 """Seconds between fsync'd commits of delivery replies (see Store.record_deliveries)."""
 _SCHEMA = """
@@ -312,13 +314,13 @@ class Store:
         )
         return {e: (s, a, _when(n) if n else None) for e, s, a, n in rows}
 
-    def due_deliveries(self, day: date, now: datetime, page: int = 1000) -> Iterator[str]:
+    def due_deliveries(self, day: date, now: datetime, page: int = 0) -> Iterator[str]:
         """Addresses owed a message of `day` now (pending, or retrying and due), in address order.
 
         Read a page at a time, each page a query of its own after the last address seen: rows
         updated meanwhile (sent, or retrying later) are behind the cursor and never read twice.
         """
-        after, key = "", day.isoformat()
+        after, key, page = "", day.isoformat(), page or DUE_PAGE
         while True:
             rows = self.db.execute(
                 "SELECT email, status, next_attempt FROM deliveries WHERE day=? AND email>?"
