@@ -28,6 +28,7 @@ import json
 import logging
 import mailbox
 import os
+import pickle
 import re
 import selectors
 import signal
@@ -170,8 +171,14 @@ class _Limiter:
 # would). It talks to the dispatcher over its stdin/stdout in frames: a 5-byte header
 # (length, kind) and a payload.
 #
-#   to the child:   S settings (JSON)   M message: JSON envelope, NUL, bytes   A ack   Q quit
+#   to the child:   S settings (JSON), NUL, the pickled `build` if it pickles, else nothing
+#                   B a recipient to build: pickled (envelope, Recipient)
+#                   M a message built here: JSON envelope, NUL, bytes
+#                   A ack   Q quit
 #   from the child: R result (JSON)     E error (JSON: type, text)
+#
+# A picklable `build` (pipeline's) runs in the child: the dispatcher then hands over a few
+# hundred bytes per message instead of the message, and the copies are built on all cores.
 #
 # The message's final "." (the point where the server takes it over) waits for the ack of
 # the previous message, i.e. for its outcome to be committed; a connection's first message
@@ -216,7 +223,12 @@ class _Worker:
         self.buffer = bytearray()
         self.queued: collections.deque[_Item] = collections.deque()  # given, no reply yet (oldest first)
         self.gone = False
-        self.send(_frame(b"S", json.dumps(dataclasses.asdict(settings)).encode()))
+        try:
+            shipped = pickle.dumps(build)
+        except (pickle.PicklingError, AttributeError, TypeError):  # a closure: built here, sent whole
+            shipped = b""
+        self.remote = bool(shipped)
+        self.send(_frame(b"S", json.dumps(dataclasses.asdict(settings)).encode() + b"\0" + shipped))
 
     def send(self, frame: bytes) -> None:
         try:
@@ -231,7 +243,10 @@ class _Worker:
         to = item.to
         envelope = {"rcpt": to.subscriber.email, "sender": to.envelope_from or self.envelope_from,
                     "start": self.limiter.reserve(), "message_id": to.message_id}
-        self.send(_frame(b"M", json.dumps(envelope).encode() + b"\0" + self.build(to)))
+        if self.remote:
+            self.send(_frame(b"B", pickle.dumps((envelope, to))))
+        else:
+            self.send(_frame(b"M", json.dumps(envelope).encode() + b"\0" + self.build(to)))
 
     def ack(self) -> None:
         self.send(_frame(b"A"))
@@ -283,12 +298,12 @@ class _Abort(Exception):
 class _Connection:
     """The child's side: one SMTP connection, sending what the dispatcher hands it."""
 
-    def __init__(self, settings: SmtpSettings, inbox: BinaryIO, outbox: BinaryIO) -> None:
-        self.settings, self.inbox, self.outbox = settings, inbox, outbox
+    def __init__(self, settings: SmtpSettings, build: Build | None, inbox: BinaryIO, outbox: BinaryIO) -> None:
+        self.settings, self.build, self.inbox, self.outbox = settings, build, inbox, outbox
         self.conn: smtplib.SMTP | None = None
         self.credit = 1  # acks received and not yet used: the first message needs none
         self.waited = False
-        self.pending: collections.deque[bytes] = collections.deque()  # messages read while waiting for an ack
+        self.pending: collections.deque[tuple[int, bytes]] = collections.deque()  # read while waiting for an ack
 
     def frame(self) -> tuple[int, bytes]:
         return _read_frame(self.inbox)
@@ -296,15 +311,20 @@ class _Connection:
     def run(self) -> None:
         try:
             while True:
-                kind, payload = (ord("M"), self.pending.popleft()) if self.pending else self.frame()
+                kind, payload = self.pending.popleft() if self.pending else self.frame()
                 if kind == ord("A"):
                     self.credit += 1
                     continue
-                if kind != ord("M"):
+                if kind == ord("B") and self.build is not None:
+                    envelope, to = pickle.loads(payload)  # noqa: S301 - from our own parent, over its pipe
+                    message = self.build(to)
+                elif kind == ord("M"):
+                    head, _, message = payload.partition(b"\0")
+                    envelope = json.loads(head)
+                else:
                     return
-                head, _, message = payload.partition(b"\0")
-                envelope = json.loads(head)
-                time.sleep(max(0.0, envelope["start"] - time.monotonic()))
+                if envelope["start"] > time.monotonic():  # the shared rate limit
+                    time.sleep(envelope["start"] - time.monotonic())
                 self.waited = False
                 outcome, reached = self.send(envelope["rcpt"], envelope["sender"], message, envelope["message_id"])
                 self.wait_ack()  # also when no dot was sent: exactly one ack per message
@@ -323,8 +343,8 @@ class _Connection:
             return
         while not self.credit:
             kind, payload = self.frame()
-            if kind == ord("M"):
-                self.pending.append(payload)
+            if kind in (ord("M"), ord("B")):
+                self.pending.append((kind, payload))
             elif kind == ord("A"):
                 self.credit += 1
             else:
@@ -386,9 +406,11 @@ def _child_main() -> None:
     kind, payload = _read_frame(inbox)
     if kind != ord("S"):
         return
-    settings = SmtpSettings(**json.loads(payload))
+    head, _, shipped = payload.partition(b"\0")
+    settings = SmtpSettings(**json.loads(head))
     try:
-        _Connection(settings, inbox, outbox).run()
+        build = pickle.loads(shipped) if shipped else None  # noqa: S301 - from our own parent, over its pipe
+        _Connection(settings, build, inbox, outbox).run()
     except BrokenPipeError:  # the dispatcher is gone (killed): nothing to report to
         pass
     except Exception as exc:  # noqa: BLE001 - reported to the dispatcher, which raises it

@@ -24,6 +24,7 @@ from .progress import LogProgress, Progress
 from .store import Store
 
 if TYPE_CHECKING:
+    from . import mail
     from .mailboxes import Incoming
 
 # Each stage is imported by the function that runs it: a cron-run `digest fetch` loads the
@@ -163,11 +164,7 @@ def _deliver(
                 to = replace(to, envelope_from=verp.return_path(base, vkey, edition.day, email))
             yield to
 
-    def build(to: Recipient) -> bytes:
-        message = composers[topic_key(to.subscriber)].message(to)
-        if to.envelope_from and config.delivery.transport == "maildir":  # what a delivering MTA would add
-            return f"Return-Path: <{to.envelope_from}>\r\n".encode() + message
-        return message
+    build = _Copies(composers, return_path=config.delivery.transport == "maildir")
 
     def record(outcomes: Sequence[DeliveryOutcome]) -> None:
         retrying = [o.email for o in outcomes if o.status == "retrying"]
@@ -188,6 +185,21 @@ def _deliver(
     settled = not owed_count and counts.keys() <= {"sent"}
     note = f"edition {edition.key} already delivered: nothing new to send" if settled else ""
     return _report(config, polled, edition, counts=counts, recipients=len(wanted), note=note, where=where)
+
+
+@dataclass(frozen=True)
+class _Copies:
+    """Each subscriber's copy, from the Composer of their section set. A value, not a closure:
+    it pickles, so each SMTP connection's process builds its own messages (see deliver.py)."""
+
+    composers: dict[tuple[str, ...], mail.Composer]
+    return_path: bool  # Maildir: add the Return-Path a delivering MTA would
+
+    def __call__(self, to: Recipient) -> bytes:
+        message = self.composers[topic_key(to.subscriber)].message(to)
+        if to.envelope_from and self.return_path:
+            return f"Return-Path: <{to.envelope_from}>\r\n".encode() + message
+        return message
 
 
 def _transport(
