@@ -19,12 +19,8 @@ import hmac
 import html
 import re
 from datetime import date, datetime
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from urllib.parse import quote
-
-from email_validator import EmailNotValidError, validate_email
 
 from .models import EMAIL_MARK, NAME_MARK, UNSUBSCRIBE_MARK, NewsletterSettings, Recipient, Rendered, Subscriber
 
@@ -87,6 +83,9 @@ class Composer:
         self.boundary = "=_digest_" + hashlib.sha256(html_body.encode()).hexdigest()[:24]
         self.html = _QuotedPrintable(html_body)
         self.text = _QuotedPrintable(rendered.text)
+        from email import policy  # here, not at the top: an SMTP connection's process only fills in copies
+        from email.message import EmailMessage
+
         common = EmailMessage(policy=policy.SMTP)
         common["Subject"] = header_text(rendered.subject, 250)
         common["From"] = newsletter.sender
@@ -150,6 +149,8 @@ def _to_header(name: str, email: str) -> str:
     """`To: phrase <addr>`: the name atoms, quoted, or RFC 2047 words; the domain in IDNA."""
     local, _, domain = email.rpartition("@")
     if not domain.isascii():
+        from email_validator import EmailNotValidError, validate_email
+
         with contextlib.suppress(EmailNotValidError):  # else as written: an RFC 6532 header
             domain = validate_email(email, check_deliverability=False).ascii_domain
     address = f"<{local}@{domain}>"
@@ -266,6 +267,8 @@ def _fold(encoded: bytes) -> bytes:
 
 def html_part(message: bytes) -> str:
     """The decoded HTML of a message built here (for the preview and the checks)."""
+    from email import message_from_bytes, policy
+
     parsed = message_from_bytes(message, policy=policy.default)
     body = parsed.get_body(("html",))
     return str(body.get_content()) if body is not None else ""
