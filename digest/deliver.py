@@ -118,9 +118,10 @@ def to_smtp(
         return
     limiter = _Limiter(settings.rate_per_second)
     envelope_from = parseaddr(sender)[1]
-    workers = [_Worker(i, settings, envelope_from, build, limiter) for i in range(len(head))]
-    dispatcher = _Dispatcher(itertools.chain(head, fresh), workers, on_results, should_stop)
+    workers: list[_Worker] = []
     try:
+        workers += (_Worker(i, settings, envelope_from, build, limiter) for i in range(len(head)))
+        dispatcher = _Dispatcher(itertools.chain(head, fresh), workers, on_results, should_stop)
         dispatcher.run()
     finally:
         for worker in workers:
@@ -166,7 +167,7 @@ class _Limiter:
 
 # --------------------------------------------------------------------------- connections
 #
-# Each connection is a child process (`python -m digest.deliver`): four connections run
+# Each connection is a child process (running `_child_main`): four connections run
 # smtplib on four cores instead of taking turns on one interpreter lock, and a child that
 # starts afresh inherits no lock held by the daemon's scheduler or web threads (a fork
 # would). It talks to the dispatcher over its stdin/stdout in frames: a 5-byte header
@@ -186,6 +187,7 @@ class _Limiter:
 # needs none. So at most one accepted message per connection is ever unrecorded, and the
 # commit hides behind the next message's transmission.
 
+_CHILD = "from digest.deliver import _child_main; _child_main()"
 _HEADER = struct.Struct(">IB")
 _PIPE_SIZE = 1 << 20
 
@@ -209,14 +211,9 @@ class _Worker:
 
     def __init__(self, index: int, settings: SmtpSettings, envelope_from: str, build: Build, limiter: _Limiter):
         self.index, self.envelope_from, self.build, self.limiter = index, envelope_from, build, limiter
-        package_root = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "digest.deliver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
-        )
+        # This very package, wherever it was imported from; appended, so it shadows nothing.
+        bootstrap = f"import sys; sys.path.append({str(Path(__file__).resolve().parent.parent)!r}); {_CHILD}"
+        self.proc = subprocess.Popen([sys.executable, "-c", bootstrap], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.fd = self.proc.stdin, self.proc.stdout.fileno()
         with contextlib.suppress(OSError, AttributeError):  # Linux: room for a whole message, so that
@@ -239,7 +236,7 @@ class _Worker:
             self.gone = True
 
     def give(self, item: _Item) -> None:
-        """Build the message here and hand it over; the child waits for its start time, then sends."""
+        """Hand over a recipient (or its message, built here); the child waits for its start time, then sends."""
         self.queued.append(item)
         to = item.to
         envelope = {"rcpt": to.subscriber.email, "sender": to.envelope_from or self.envelope_from,
@@ -398,7 +395,7 @@ class _Connection:
 
 
 def _child_main() -> None:
-    """`python -m digest.deliver`: one connection, driven over stdin/stdout by the dispatcher."""
+    """A connection's process: one SMTP connection, driven over stdin/stdout by the dispatcher."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the dispatcher decides when to stop; EOF ends us
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inbox = sys.stdin.buffer
@@ -579,6 +576,3 @@ def _drop(conn: smtplib.SMTP | None) -> None:
             conn.close()
     return None
 
-
-if __name__ == "__main__":
-    _child_main()
