@@ -116,6 +116,7 @@ def day(folder: Path, feed_port: int, smtp_port: int, feeds: int, subscribers: i
         "day_s": total,
         "send_summary": steps[-1]["output"].splitlines()[-1] if steps[-1]["output"] else "",
         "peak_rss_mib": max(s["peak_rss_mib"] for s in steps),
+        "steps_peak_rss_mib": [round(s["peak_rss_mib"]) for s in steps],  # the fetches, then the send
     }
 
 

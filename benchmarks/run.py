@@ -265,6 +265,7 @@ def table(out: dict[str, Any]) -> str:
         ("day: send", f"{d['send_s']:.2f} s", d["send_summary"][:70]),
         ("day: send rate", f"{d['send_messages_per_s']:.0f} msg/s", f"{d['subscribers']} subscribers, whole run"),
         ("peak memory", f"{out['memory']['digest_send_peak_mib']:.0f} MiB", "largest digest CLI process of the day"),
+        ("peak memory per run", " / ".join(map(str, d.get("steps_peak_rss_mib", []))) + " MiB", "fetches, then send"),
     ]
     lines = [f"{a:<28} {b:<34} {c}" for a, b, c in rows]
     lines.append("")
