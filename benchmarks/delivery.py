@@ -15,10 +15,11 @@ every command `delay_ms` late.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
 import shutil
-import subprocess
+import smtplib
+import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-import stages  # noqa: E402  (benchmarks/ is on sys.path)
+from common import helper  # noqa: E402  (benchmarks/ is on sys.path)
 
 from digest import config as config_mod  # noqa: E402
 from digest import mail, pipeline  # noqa: E402
@@ -48,52 +49,12 @@ FEEDS = [
 ]
 
 
-def _serve(delay: float, lifetime: float) -> None:
-    """The sink process: accept and discard; every reply `delay` seconds late; prints its port."""
-    from aiosmtpd.smtp import SMTP
-
-    try:
-        from sink import FastSMTP as Base  # DATA in 64 KiB chunks: keeps the sink from being the bottleneck
-    except ImportError:
-        Base = SMTP
-
-    class Late(Base):  # type: ignore[misc, valid-type]
-        async def push(self, status: Any) -> None:
-            if delay:
-                await asyncio.sleep(delay)
-            await super().push(status)
-
-    class Discard:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            return "250 OK"
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: Late(Discard(), hostname="sink.localhost", data_size_limit=0), "127.0.0.1", 0, backlog=512
-        )
-        print(server.sockets[0].getsockname()[1], flush=True)
-        await asyncio.sleep(lifetime)
-        server.close()
-
-    asyncio.run(main())
-
-
 @contextmanager
-def sink(delay_ms: float, lifetime: float = 1800.0) -> Iterator[int]:
-    """The port of a sink in its own process, stopped on exit (or by itself after `lifetime`)."""
-    with subprocess.Popen(
-        [sys.executable, __file__, "--sink", str(delay_ms), str(lifetime)], stdout=subprocess.PIPE, text=True
-    ) as proc:  # the context closes the stdout pipe
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line.strip().isdigit():
-                raise RuntimeError("the benchmark sink did not start")
-            yield int(line)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+def sink(delay_ms: float, workers: int = 1, lean: bool = False, lifetime: float = 1800.0) -> Iterator[int]:
+    """The port of benchmarks/sink.py with `workers` server processes (stops by itself after `lifetime`)."""
+    args = ["--workers", str(workers), "--delay", str(delay_ms), *(["--lean"] if lean else [])]
+    with helper("sink.py", *args, lifetime=lifetime) as server:
+        yield server.port
 
 
 def _config(folder: Path, port: int, n: int, connections: int) -> Path:
@@ -112,38 +73,77 @@ def _config(folder: Path, port: int, n: int, connections: int) -> Path:
     return path
 
 
-def _ceiling(port: int, message: bytes, n: int, connections: int) -> float:
-    """Seconds for bare smtplib loops (one per connection) to send `message` n times in all."""
-    return float(stages.ceiling(port, message, n, connections)["wall_s"])
+def _bare_loop(port: int, message: bytes, count: int) -> None:
+    conn = smtplib.SMTP("127.0.0.1", port, timeout=60)
+    for i in range(count):
+        conn.sendmail("news@orbitdaily.example", [f"reader{i:05d}@example.com"], message)
+    conn.quit()
 
 
-def run(n_messages: int = 10_000, connections: int = 1, delay_ms: float = 0.0) -> dict[str, Any]:
-    """Messages per second of ours and of the bare loop, and their ratio (`vs_ceiling`)."""
-    with tempfile.TemporaryDirectory(prefix="digest-bench-delivery-") as tmp, sink(delay_ms) as port:
+def ceiling(port: int, message: bytes, n: int, connections: int) -> float:
+    """Seconds for bare smtplib loops, one per connection and each in its own forked process
+    (as our connections are), to send `message` n times in all."""
+    per = [n // connections + (i < n % connections) for i in range(connections)]
+    started = time.perf_counter()
+    children = []
+    for count in per:
+        pid = os.fork()  # this benchmark process runs no threads
+        if pid == 0:
+            code = 0
+            try:
+                _bare_loop(port, message, count)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    if any(codes):
+        raise RuntimeError("a bare smtplib loop failed")
+    return time.perf_counter() - started
+
+
+def run(
+    n_messages: int = 10_000, connections: int = 1, delay_ms: float = 0.0, repeats: int = 1, lean: bool = False
+) -> dict[str, Any]:
+    """Messages per second of ours and of the bare loop, and their ratio (`vs_ceiling`).
+
+    The sink has one server process per connection. With `repeats` > 1 our send and the
+    bare loop take turns and the medians are reported (this machine's noise is large).
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="digest-bench-delivery-") as tmp,
+        sink(delay_ms, connections, lean) as port,
+    ):
         config = config_mod.load(_config(Path(tmp), port, n_messages, connections))
+        ours_s, ceiling_s = [], []
         with Store(config.state_path) as store:
             pipeline.poll(config, store, NOW)
             edition = pipeline.build_edition(config, store, NOW)
             rendered = pipeline.render_edition(config, edition, ())
             store.record_edition(edition, [rendered])  # frozen: the timed send resumes it
-            started = time.perf_counter()
-            report = pipeline.send_edition(config, store, NOW)
-            ours = time.perf_counter() - started
-        if report.delivered != n_messages:
-            raise RuntimeError(f"delivered {report.delivered} of {n_messages}: {report.summary()}")
-        composer = mail.Composer(rendered, rendered.html, config.newsletter, edition.day, NOW)
-        sample = composer.message(mail.recipient(config.subscribers[0], edition.day, config.newsletter, b"k"))
-        ceiling = _ceiling(port, sample, n_messages, connections)
+            composer = mail.Composer(rendered, rendered.html, config.newsletter, edition.day, NOW)
+            sample = composer.message(mail.recipient(config.subscribers[0], edition.day, config.newsletter, b"k"))
+            for _ in range(repeats):
+                store.db.execute("DELETE FROM deliveries")
+                started = time.perf_counter()
+                report = pipeline.send_edition(config, store, NOW)
+                ours_s.append(time.perf_counter() - started)
+                if report.delivered != n_messages:
+                    raise RuntimeError(f"delivered {report.delivered} of {n_messages}: {report.summary()}")
+                ceiling_s.append(ceiling(port, sample, n_messages, connections))
+        ours, bare = statistics.median(ours_s), statistics.median(ceiling_s)
         return {
             "messages": n_messages,
             "connections": connections,
             "delay_ms": delay_ms,
+            "repeats": repeats,
+            "sink": f"{'LeanSMTP' if lean else 'aiosmtpd'} x {connections} processes",
             "message_bytes": len(sample),
             "ours_wall_s": round(ours, 3),
             "ours_messages_per_s": round(n_messages / ours, 1),
-            "ceiling_wall_s": round(ceiling, 3),
-            "ceiling_messages_per_s": round(n_messages / ceiling, 1),
-            "vs_ceiling": round(ceiling / ours, 3),
+            "ceiling_wall_s": round(bare, 3),
+            "ceiling_messages_per_s": round(n_messages / bare, 1),
+            "vs_ceiling": round(statistics.median(c / o for c, o in zip(ceiling_s, ours_s, strict=True)), 3),
         }
 
 
@@ -151,20 +151,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2,000 messages, 200 with the slow sink")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of ours and the bare loop")
+    parser.add_argument("--lean", action="store_true", help="the LeanSMTP sink instead of aiosmtpd")
+    parser.add_argument("--no-slow", action="store_true", help="skip the 20 ms-per-reply sink")
     args = parser.parse_args()
     fast, slow = (2000, 200) if args.quick else (10_000, 500)
-    results = [run(n, c, d) for n, d in ((fast, 0.0), (slow, 20.0)) for c in (1, 4)]
+    cases = [(fast, 0.0)] + ([] if args.no_slow else [(slow, 20.0)])
+    results = [run(n, c, d, args.repeats if not d else 1, args.lean) for n, d in cases for c in (1, 4)]
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{'messages':>8} {'conns':>5} {'delay':>6} {'ours/s':>9} {'ceiling/s':>10} {'vs ceiling':>10}")
+    print(f"{'messages':>8} {'conns':>5} {'delay':>6} {'ours/s':>9} {'ceiling/s':>10} {'vs ceiling':>10}  sink")
     for r in results:
         print(f"{r['messages']:>8} {r['connections']:>5} {r['delay_ms']:>4.0f}ms {r['ours_messages_per_s']:>9.1f}"
-              f" {r['ceiling_messages_per_s']:>10.1f} {r['vs_ceiling']:>10.2f}")
+              f" {r['ceiling_messages_per_s']:>10.1f} {r['vs_ceiling']:>10.2f}  {r['sink']}")
+    for d in sorted({r["delay_ms"] for r in results}):
+        one, four = (next(r for r in results if r["delay_ms"] == d and r["connections"] == c) for c in (1, 4))
+        print(f"{d:.0f} ms: 4 connections / 1 = {four['ours_messages_per_s'] / one['ours_messages_per_s']:.2f}"
+              f" (bare loop: {four['ceiling_messages_per_s'] / one['ceiling_messages_per_s']:.2f})")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--sink"]:
-        _serve(float(sys.argv[2]) / 1000, float(sys.argv[3]))
-    else:
-        main()
+    main()

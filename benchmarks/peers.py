@@ -23,8 +23,16 @@ SECTIONS = ("World", "Business", "Science", "Culture")
 
 
 def run_child(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> dict[str, Any]:
-    """Run to completion (killed after `timeout`): wall seconds, the child's own peak RSS, exit code, output."""
-    with tempfile.TemporaryFile() as out:
+    """Run to completion (killed after `timeout`): wall seconds, the child's own peak RSS, exit code, output.
+
+    Linux keeps a process's peak RSS across exec, so a child forked from this (large)
+    process would report at least this process's size: GNU time, small, starts the
+    command instead when it is there and reports the command's own peak.
+    """
+    gnu_time = Path("/usr/bin/time")
+    with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as peak:
+        if gnu_time.exists():
+            cmd = [str(gnu_time), "-q", "-o", peak.name, "-f", "%M", *cmd]
         start = time.perf_counter()
         child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         timer = threading.Timer(timeout, child.kill)
@@ -37,11 +45,13 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None, timeout: float 
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         output = out.read().decode(errors="replace").strip()
+        measured = peak.read().strip().splitlines()
+        peak_kib = int(measured[-1]) if measured and measured[-1].isdigit() else usage.ru_maxrss
     return {
         "wall_s": wall,
         "code": child.returncode,
         "output": output,
-        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "peak_rss_mib": peak_kib / 1024,
         "cpu_s": usage.ru_utime + usage.ru_stime,
     }
 
@@ -116,6 +126,7 @@ def day(folder: Path, feed_port: int, smtp_port: int, feeds: int, subscribers: i
         "day_s": total,
         "send_summary": steps[-1]["output"].splitlines()[-1] if steps[-1]["output"] else "",
         "peak_rss_mib": max(s["peak_rss_mib"] for s in steps),
+        "steps_peak_rss_mib": [round(s["peak_rss_mib"]) for s in steps],  # the fetches, then the send
     }
 
 

@@ -12,16 +12,19 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import cli_operator, pipeline
-from . import config as config_mod
-from . import preview as preview_driver
+from . import cli_operator
 from .errors import DigestError
-from .models import Config
-from .store import Store
+
+if TYPE_CHECKING:
+    from .models import Config
+    from .store import Store
+
+# Each command imports what it runs, inside its body: `digest --help` loads click and this
+# file, `digest fetch` no inliner or scheduler (tests/test_startup.py keeps it so).
 
 log = logging.getLogger("digest")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,10 +32,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class Context:
     def __init__(self, config_path: str | None, verbose: int) -> None:
+        from . import config as config_mod
+
         self.config_path = config_mod.resolve_path(config_path)
         self.verbose = verbose
 
     def config(self) -> Config:
+        from . import config as config_mod
+
         return config_mod.load(self.config_path)
 
 
@@ -98,6 +105,9 @@ def send(obj: Context, now: str | None, dry_run: bool, test: bool, emails: tuple
 
     Examples: digest send --now 2026-11-21T07:00:00+00:00; digest send --test me@example.com
     """
+    from . import pipeline
+    from .store import Store
+
     if test or emails:
         cli_operator.send_test(obj.config, parse_now(now), test, emails, obj.verbose)
         return
@@ -117,6 +127,9 @@ def fetch(obj: Context, now: str | None) -> None:
 
     Example: digest fetch
     """
+    from . import pipeline
+    from .store import Store
+
     config, moment = obj.config(), parse_now(now)
     with Store(config.state_path) as store, store.lock("fetch", "polling"):
         report = pipeline.poll(config, store, moment, progress=cli_operator.progress(obj.verbose))
@@ -150,6 +163,8 @@ def status(obj: Context, now: str | None) -> None:
 
     Example: digest status
     """
+    from .store import Store
+
     config = obj.config()
     parse_now(now)
     with Store(config.state_path) as store:
@@ -240,6 +255,8 @@ def preview(
 
     Examples: digest preview; digest preview --output next.html; digest preview --archive public/archive
     """
+    from . import preview as preview_driver
+
     config = obj.config()
     fixed = parse_now(now) if now or os.environ.get("DIGEST_NOW") else None
     if archive is not None:
@@ -276,7 +293,8 @@ def bounces(obj: Context, now: str | None, maildir: Path | None, mbox: Path | No
     """
     import itertools
 
-    from . import mailboxes
+    from . import mailboxes, pipeline
+    from .store import Store
 
     if sum((maildir is not None, mbox is not None, from_stdin)) > 1:
         raise click.UsageError("give at most one of --maildir, --mbox, --stdin")
@@ -330,7 +348,9 @@ def _web_signups(config: Config) -> list[str]:
     """Who came through the signup form, when they confirmed and from which page."""
     if not config.state_path.exists():
         return []
+    from . import config as config_mod
     from .signup_store import SignupBook
+    from .store import Store
 
     store = Store.read_only(config.state_path)
     try:
@@ -350,7 +370,9 @@ def _with_bounce_status(config: Config, rows: list[Any]) -> list[Any]:
         return rows
     from dataclasses import replace
 
+    from . import config as config_mod
     from .bounce_store import BounceBook
+    from .store import Store
 
     store = Store.read_only(config.state_path)
     try:
@@ -386,6 +408,7 @@ def subscribers_add(obj: Context, email: str, name: str, topics: tuple[str, ...]
     config = obj.config()
     if resubscribe:
         from .bounce_store import BounceBook
+        from .store import Store
 
         with Store(config.state_path) as store:
             lifted = store.unsuppress(added.email)

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import config as config_mod
 from .errors import DigestError
-from .models import Config
-from .store import Store
 
 if TYPE_CHECKING:  # cli imports this module: its Context is named for the type checker only
     from .cli import Context
+    from .models import Config
     from .progress import Progress
 
 
@@ -33,7 +31,9 @@ def progress(verbose: int) -> Progress:
 
 def send_test(load: Callable[[], Config], moment: datetime, test: bool, emails: tuple[str, ...], verbose: int) -> None:
     """`digest send --test EMAIL...` (an option of `send`, defined in cli.py)."""
+    from . import config as config_mod
     from . import pipeline
+    from .store import Store
 
     if not test:
         raise click.UsageError("addresses are only taken with --test (digest send --test EMAIL...)")
@@ -74,6 +74,7 @@ def init(
 
     Example: digest init mynews --title "Orbit Daily" --from "Orbit Daily <news@example.com>" --timezone UTC
     """
+    from . import config as config_mod
     from . import starter
 
     target = folder / "config.toml" if folder is not None else obj.config_path
@@ -114,6 +115,7 @@ def feeds_add(
 
     Example: digest feeds add https://spacemagz.example/ --section Launch
     """
+    from . import config as config_mod
     from . import discover
     from . import feeds as feeds_mod
 
@@ -144,6 +146,7 @@ def feeds_list(obj: Context) -> None:
 
     Example: digest feeds list
     """
+    from . import config as config_mod
     from . import feeds as feeds_mod
 
     click.echo(feeds_mod.format_table(feeds_mod.listing(config_mod.load(obj.config_path, require_feeds=False))))

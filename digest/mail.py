@@ -13,17 +13,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import hmac
 import html
 import re
 from datetime import date, datetime
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from urllib.parse import quote
-
-from email_validator import EmailNotValidError, validate_email
 
 from .models import (
     EMAIL_MARK,
@@ -56,7 +53,13 @@ def header_text(value: str, limit: int = MAX_HEADER_TEXT) -> str:
 
 
 def sender_domain(sender: str) -> str:
-    return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    return _address(sender).rpartition("@")[2] or "localhost"
+
+
+@functools.lru_cache(maxsize=64)
+def _address(sender: str) -> str:
+    """The address of a `Name <addr>` setting; cached: `recipient` asks once per subscriber."""
+    return parseaddr(sender)[1]
 
 
 def message_id(day: date, email: str, domain: str) -> str:
@@ -82,7 +85,7 @@ def preferences_url(base_url: str, secret: bytes, email: str) -> str:
 
 def recipient(subscriber: Subscriber, day: date, newsletter: NewsletterSettings, secret: bytes) -> Recipient:
     domain = sender_domain(newsletter.sender)
-    mailto_addr = newsletter.unsubscribe_mailto or parseaddr(newsletter.sender)[1]
+    mailto_addr = newsletter.unsubscribe_mailto or _address(newsletter.sender)
     mailto = f"mailto:{mailto_addr}?subject=" + quote(f"unsubscribe {subscriber.email}")
     url = preferences = ""
     if newsletter.base_url:
@@ -102,6 +105,9 @@ class Composer:
         self.boundary = "=_digest_" + hashlib.sha256(html_body.encode()).hexdigest()[:24]
         self.html = _QuotedPrintable(html_body)
         self.text = _QuotedPrintable(rendered.text)
+        from email import policy  # here, not at the top: an SMTP connection's process only fills in copies
+        from email.message import EmailMessage
+
         common = EmailMessage(policy=policy.SMTP)
         common["Subject"] = header_text(rendered.subject, 250)
         common["From"] = newsletter.sender
@@ -170,6 +176,8 @@ def _to_header(name: str, email: str) -> str:
     """`To: phrase <addr>`: the name atoms, quoted, or RFC 2047 words; the domain in IDNA."""
     local, _, domain = email.rpartition("@")
     if not domain.isascii():
+        from email_validator import EmailNotValidError, validate_email
+
         with contextlib.suppress(EmailNotValidError):  # else as written: an RFC 6532 header
             domain = validate_email(email, check_deliverability=False).ascii_domain
     address = f"<{local}@{domain}>"
@@ -290,6 +298,8 @@ def _fold(encoded: bytes) -> bytes:
 
 def html_part(message: bytes) -> str:
     """The decoded HTML of a message built here (for the preview and the checks)."""
+    from email import message_from_bytes, policy
+
     parsed = message_from_bytes(message, policy=policy.default)
     body = parsed.get_body(("html",))
     return str(body.get_content()) if body is not None else ""

@@ -7,23 +7,28 @@ Drivers (cli, schedule, preview) call these functions and never copy them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from . import bounces, deliver, fetch, group, inline, mail, parse, render, select, verp
-from .bounce_store import BounceBook
-from .config import address_key
-from .mailboxes import Incoming
 from .models import Config, DeliveryOutcome, Edition, Entry, Recipient, Rendered, SendReport, Subscriber
 from .progress import LogProgress, Progress
 from .store import Store
+
+if TYPE_CHECKING:
+    from . import mail
+    from .mailboxes import Incoming
+
+# Each stage is imported by the function that runs it: a cron-run `digest fetch` loads the
+# fetcher and the parser, not the inliner (premailer) or the grouping (tests/test_startup.py).
 
 log = logging.getLogger(__name__)
 MAX_AGE = 7 * 86400.0
@@ -42,6 +47,8 @@ def poll(
     config: Config, store: Store, now: datetime, *, persist: bool = True, progress: Progress | None = None
 ) -> PollReport:
     """Fetch and parse every feed; store new entries unless `persist` is off (preview)."""
+    from . import fetch, parse
+
     gone = store.gone_feeds()  # 410 Gone: not polled again until its url changes in config.toml
     feeds = [f for f in config.feeds if f.url not in gone.get(f.name, "")]
     progress = progress or LogProgress()
@@ -50,12 +57,14 @@ def poll(
     results = fetch.fetch_all(feeds, validators, config.fetch, lambda _result: progress.advance())
     progress.done()
     failed, new, fresh = 0, 0, []
-    for result, parsed in zip(results, parse.parse_all(results, now, config.fetch.max_entries), strict=True):
-        failed += bool(result.error or (parsed and parsed.error))
-        if persist:
-            new += store.record_poll(result, parsed, now, config.newsletter.window)
-        elif parsed:
-            fresh.extend(store.unseen(parsed, config.newsletter.window))
+    parsed_all = parse.parse_all(results, now, config.fetch.max_entries)
+    with store.transaction() if persist else contextlib.nullcontext():  # one commit (one fsync) per poll
+        for result, parsed in zip(results, parsed_all, strict=True):
+            failed += bool(result.error or (parsed and parsed.error))
+            if persist:
+                new += store.record_poll(result, parsed, now, config.newsletter.window)
+            elif parsed:
+                fresh.extend(store.unseen(parsed, config.newsletter.window))
     log.info("poll: %d feeds, %d failed, %d new entries", len(results), failed, new)
     return PollReport(len(results), failed, new, tuple(fresh))
 
@@ -66,6 +75,8 @@ def edition_day(config: Config, now: datetime) -> date:
 
 def build_edition(config: Config, store: Store, now: datetime, extra: Sequence[Entry] = ()) -> Edition:
     """The edition that a send at `now` would freeze: pending entries, grouped and arranged."""
+    from . import group, select
+
     entries = {e.id: e for e in store.pending_entries(now, MAX_AGE)}
     entries.update({e.id: e for e in extra})
     stories = group.group(list(entries.values()), config.grouping)
@@ -77,6 +88,8 @@ def build_edition(config: Config, store: Store, now: datetime, extra: Sequence[E
 
 def render_edition(config: Config, edition: Edition, topics: Sequence[str]) -> Rendered:
     """One section set: render, then inline once; personalisation comes later by substitution."""
+    from . import inline, render, select
+
     stories = select.for_topics(edition, topics)
     return render.render_within(edition, stories, topics, config.newsletter, config.templates_dir, inline.inline_css)
 
@@ -122,63 +135,83 @@ def _deliver(
     should_stop: Callable[[], bool],
     progress: Progress,
 ) -> SendReport:
+    from . import deliver, mail, verp
+    from .bounce_store import BounceBook
+
     _give_up_stale(config, store, edition.day, now)
     suppressed = store.suppressed()
-    subscribers = [s for s in config.subscribers if s.email.lower() not in suppressed]
+    subscribers = {s.email: s for s in config.subscribers if s.email.lower() not in suppressed}
     renders = store.renders(edition.day)
     composers: dict[tuple[str, ...], mail.Composer] = {}
-    for key in {topic_key(s) for s in subscribers}:
+    for key in {topic_key(s) for s in subscribers.values()}:
         if key not in renders:  # a subscriber added after the edition was frozen
             renders[key] = render_edition(config, edition, key)
             store.add_render(edition.day, renders[key])
         composers[key] = mail.Composer(renders[key], renders[key].html, config.newsletter, edition.day, now)
-    wanted = [s for s in subscribers if renders[topic_key(s)].story_count or config.schedule.send_if_empty]
-    store.ensure_deliveries(edition.day, [s.email for s in wanted], now)
-    state = store.deliveries(edition.day)
-    due = [s for s in wanted if state[s.email][0] == "pending" or _retry_due(state[s.email], now)]
+    wanted = {e for e, s in subscribers.items() if renders[topic_key(s)].story_count or config.schedule.send_if_empty}
+    store.ensure_deliveries(edition.day, (e for e in subscribers if e in wanted), now)
     secret = unsubscribe_secret(config, store)
-    owed = [mail.recipient(s, edition.day, config.newsletter, secret) for s in due]
-    if config.bounces.return_path:  # VERP: each copy's bounce names its edition and subscriber
-        vkey, base = verp.key(secret), config.bounces.return_path
-        owed = [replace(r, envelope_from=verp.return_path(base, vkey, edition.day, r.subscriber.email)) for r in owed]
-    by_email = {s.email: topic_key(s) for s in subscribers}
+    vkey, base = (verp.key(secret), config.bounces.return_path) if config.bounces.return_path else (b"", "")
+    owed_count = sum(1 for email in store.due_deliveries(edition.day, now) if email in wanted)
 
-    def build(to: Recipient) -> bytes:
-        message = composers[by_email[to.subscriber.email]].message(to)
-        if to.envelope_from and config.delivery.transport == "maildir":  # what a delivering MTA would add
-            return f"Return-Path: <{to.envelope_from}>\r\n".encode() + message
-        return message
+    def owed() -> Iterator[Recipient]:
+        """Streamed from the database (pages by address): 100,000 recipients are never all in memory."""
+        for email in store.due_deliveries(edition.day, now):
+            if email not in wanted:
+                continue
+            to = mail.recipient(subscribers[email], edition.day, config.newsletter, secret)
+            if base:  # VERP: each copy's bounce names its edition and subscriber
+                to = replace(to, envelope_from=verp.return_path(base, vkey, edition.day, email))
+            yield to
 
-    attempts = {email: row[1] for email, row in state.items()}
+    build = _Copies(composers, return_path=config.delivery.transport == "maildir")
 
     def record(outcomes: Sequence[DeliveryOutcome]) -> None:
-        rows = []
-        for outcome in outcomes:
-            attempts[outcome.email] += 1
-            retry = outcome.status == "retrying"
-            rows.append((outcome, deliver.next_attempt(now, attempts[outcome.email]) if retry else None))
+        retrying = [o.email for o in outcomes if o.status == "retrying"]
+        attempts = store.delivery_attempts(edition.day, retrying) if retrying else {}
+        rows = [
+            (o, deliver.next_attempt(now, attempts.get(o.email, 0) + 1) if o.status == "retrying" else None)
+            for o in outcomes
+        ]
         store.record_deliveries(edition.day, rows, now)
         progress.advance(len(outcomes))
 
-    progress.start("sending", len(owed), "messages")
-    where = _transport(config, owed, build, record, should_stop)
+    progress.start("sending", owed_count, "messages")
+    where = _transport(config, owed(), build, record, should_stop)
     progress.done()
     for email in BounceBook(store).suppress_refused(edition.key, now):
         log.warning("suppressed %s: refused with 5xx in two editions in a row", email)
     counts = store.delivery_counts(edition.day)
-    settled = not owed and counts.keys() <= {"sent"}
+    settled = not owed_count and counts.keys() <= {"sent"}
     note = f"edition {edition.key} already delivered: nothing new to send" if settled else ""
     return _report(config, polled, edition, counts=counts, recipients=len(wanted), note=note, where=where)
 
 
+@dataclass(frozen=True)
+class _Copies:
+    """Each subscriber's copy, from the Composer of their section set. A value, not a closure:
+    it pickles, so each SMTP connection's process builds its own messages (see deliver.py)."""
+
+    composers: dict[tuple[str, ...], mail.Composer]
+    return_path: bool  # Maildir: add the Return-Path a delivering MTA would
+
+    def __call__(self, to: Recipient) -> bytes:
+        message = self.composers[topic_key(to.subscriber)].message(to)
+        if to.envelope_from and self.return_path:
+            return f"Return-Path: <{to.envelope_from}>\r\n".encode() + message
+        return message
+
+
 def _transport(
     config: Config,
-    owed: Sequence[Recipient],
+    owed: Iterable[Recipient],
     build: Callable[[Recipient], bytes],
     record: Callable[[Sequence[DeliveryOutcome]], None],
     should_stop: Callable[[], bool] = lambda: False,
 ) -> str:
     """Hand the messages to the configured transport; returns where they went."""
+    from . import deliver
+
     if config.delivery.transport == "maildir":
         deliver.to_maildir(config.delivery.maildir, owed, build, record)
         return f"Maildir {config.delivery.maildir}"
@@ -188,6 +221,8 @@ def _transport(
 
 def _give_up_stale(config: Config, store: Store, today: date, now: datetime) -> None:
     """Owed messages past their retry lifetime (see deliver.give_up_reason) become `failed`."""
+    from . import deliver
+
     for day, created in store.owing_editions():
         reason = deliver.give_up_reason(config.smtp, day, created, today, now)
         if reason:
@@ -201,11 +236,6 @@ def unsubscribe_secret(config: Config, store: Store) -> bytes:
     the state database (so links keep working across restarts without configuration).
     """
     return os.environ.get(config.web.secret_env, "").encode() or store.secret()
-
-
-def _retry_due(state: tuple[str, int, datetime | None], now: datetime) -> bool:
-    status, _attempts, next_attempt = state
-    return status == "retrying" and (next_attempt is None or next_attempt <= now)
 
 
 def _report(
@@ -252,6 +282,8 @@ def next_edition(
 
 def preview_templates() -> Path:
     """The packaged templates of the preview pages (not the email's)."""
+    from . import render
+
     return render.packaged_templates() / "preview"
 
 
@@ -259,6 +291,8 @@ def preview_message(
     config: Config, edition: Edition, subscriber: Subscriber | None, now: datetime
 ) -> tuple[Rendered, bytes]:
     """One subscriber's copy (or a sample reader's) exactly as it would be mailed."""
+    from . import mail
+
     reader = subscriber or Subscriber("reader@example.com", "Reader")
     rendered = render_edition(config, edition, topic_key(reader))
     composer = mail.Composer(rendered, rendered.html, config.newsletter, edition.day, now)
@@ -267,6 +301,8 @@ def preview_message(
 
 
 def preview_html(config: Config, store: Store, now: datetime, subscriber: Subscriber | None = None) -> str:
+    from . import mail
+
     _rendered, message = preview_message(config, next_edition(config, store, now), subscriber, now)
     return mail.html_part(message)
 
@@ -290,6 +326,8 @@ def send_test(
     """
     import secrets
     from email.utils import make_msgid
+
+    from . import mail
 
     progress = progress or LogProgress()
     edition = next_edition(config, store, now)
@@ -346,6 +384,10 @@ class BounceReport:
 
 def read_bounces(config: Config, store: Store, messages: Iterable[Incoming], now: datetime) -> BounceReport:
     """Classify each message, name its subscriber, commit its outcome and effects: one transaction each."""
+    from . import bounces, verp
+    from .bounce_store import BounceBook
+    from .config import address_key
+
     book = BounceBook(store)
     return_path = config.bounces.return_path
     key = verp.key(unsubscribe_secret(config, store)) if return_path else None

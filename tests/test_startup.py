@@ -1,0 +1,93 @@
+"""Start-up stays cheap: each command imports only what it uses (issue 17).
+
+What is checked is which modules a fresh interpreter has loaded, not how long it took
+(times are measured by benchmarks/startup.py, never asserted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, MakeConfig
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from digest import config as config_mod
+
+HEAVY = ("premailer", "apscheduler", "starlette", "uvicorn", "feedparser", "jinja2", "lxml", "cssutils")
+
+
+def loaded_after(code: str) -> set[str]:
+    """The top-level modules (and digest's own) a fresh interpreter holds after running `code`."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    names = json.loads(done.stdout.strip().splitlines()[-1])
+    return {n for n in names if n.startswith("digest.")} | {n.split(".")[0] for n in names}
+
+
+def test_importing_the_cli_loads_no_inliner_scheduler_web_framework_or_parser() -> None:
+    loaded = loaded_after("import digest.cli")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert not {"digest.pipeline", "digest.group", "digest.render", "digest.models", "email_validator"} & loaded
+
+
+def test_the_package_names_still_resolve_on_first_use() -> None:
+    import digest
+
+    assert digest.send_edition.__module__ == "digest.pipeline"
+    assert digest.load_config is config_mod.load
+    with pytest.raises(AttributeError):
+        _ = digest.no_such_name  # type: ignore[attr-defined]
+
+
+def test_help_and_a_config_load_stay_light() -> None:
+    loaded = loaded_after("from digest.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass")
+    assert not loaded & set(HEAVY)
+    assert "digest.config" not in loaded
+
+
+def test_a_poll_answered_by_304s_needs_no_feed_parser_nor_renderer(make_config: MakeConfig) -> None:
+    """`digest fetch` imports the fetcher, not premailer, jinja2 or the grouping; feedparser
+    only once a feed sent a body (the bundled sample feeds are files: they always do)."""
+    config = make_config()
+    loaded = loaded_after(
+        "from digest.cli import main\n"
+        f"try:\n    main(['--config', {str(config)!r}, 'fetch'])\nexcept SystemExit:\n    pass"
+    )
+    assert {"digest.fetch", "digest.parse"} <= loaded
+    assert not {"premailer", "jinja2", "apscheduler", "digest.group", "digest.render", "digest.inline"} & loaded
+    assert "email_validator" not in loaded  # plain ASCII addresses are checked without it
+
+
+ADDRESS_CHARS = "abcXYZ019.-_+!#$%&'*/=?^`{|}~@"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet=ADDRESS_CHARS, min_size=1, max_size=40),
+        st.from_regex(r"[a-z0-9._+-]{1,20}@([a-z0-9-]{1,12}\.){1,3}[a-zA-Z]{1,6}", fullmatch=True),
+        st.sampled_from(["a@x.test", "a@b.local", "a@xn--bcher-kva.example", "a@ab--cd.com", "ä@x.com"]),
+    )
+)
+def test_the_fast_address_check_agrees_with_email_validator(text: str) -> None:
+    """The plain-ASCII fast path accepts only what email_validator accepts, normalised alike."""
+    from email_validator import EmailNotValidError, validate_email
+
+    fast = config_mod._plain_address(text)
+    try:
+        expected: str | None = validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError:
+        expected = None
+    if fast is not None:
+        assert fast == expected
+    try:
+        checked: str | None = config_mod.check_email(text)
+    except ValueError:
+        checked = None
+    assert checked == expected
