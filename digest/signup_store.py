@@ -40,6 +40,10 @@ CREATE INDEX IF NOT EXISTS consents_email ON consents (email, at);
 """
 
 
+PENDING_KEPT = timedelta(days=8)
+"""An unconfirmed signup is an address nobody consented for: kept a day beyond its 7-day link, then deleted."""
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
@@ -158,6 +162,7 @@ class SignupBook:
         since = _iso(now - timedelta(seconds=mail_interval))
 
         def work(db: sqlite3.Connection) -> Admission:
+            db.execute("DELETE FROM signups WHERE confirmed IS NULL AND created<?", (_iso(now - PENDING_KEPT),))
             count = db.execute("SELECT COUNT(*) FROM signups WHERE client=? AND created>?", (client, hour_ago))
             if count.fetchone()[0] >= per_client_hour:
                 return Admission(None, "client")

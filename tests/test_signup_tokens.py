@@ -103,3 +103,24 @@ def test_admissions_at_once_never_exceed_the_limit(make_config: MakeConfig) -> N
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(results) == ["client"] * 25 + ["ok"] * 5
+
+
+def test_unconfirmed_signups_are_deleted_after_their_link_expires(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Addresses nobody confirmed are not kept: the next signup after 8 days removes them."""
+    from digest.signup_store import PENDING_KEPT
+    from digest.store import Store
+
+    start = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    limits = {"per_client_hour": 5, "mail_interval": 600.0}
+    with Store(tmp_path / "state.sqlite3") as store:
+        book = SignupBook(store)
+        ignored = book.admit("gone@example.com", "", (), "https://site.example/", "c1", start, **limits).signup
+        kept = book.admit("kept@example.com", "", (), "https://site.example/", "c2", start, **limits).signup
+        assert ignored is not None and kept is not None
+        assert book.confirm(kept, start + timedelta(days=1), "c2")
+        book.admit("new@example.com", "", (), "https://site.example/", "c3", start + PENDING_KEPT - timedelta(minutes=1), **limits)
+        assert book.get(ignored.id) is not None  # still inside its link's life (and a day's grace)
+        book.admit("later@example.com", "", (), "https://site.example/", "c3", start + PENDING_KEPT + timedelta(minutes=1), **limits)
+        assert book.get(ignored.id) is None
+        confirmed = book.get(kept.id)
+        assert confirmed is not None and confirmed.confirmed is not None  # the consent record stays
