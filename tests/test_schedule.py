@@ -291,7 +291,9 @@ def test_a_second_daemon_on_the_same_state_exits_with_an_error(
 def test_sigterm_mid_send_finishes_the_message_in_flight_and_a_restart_resumes(
     tiny: Any, tmp_path: Path, smtp_server: FaultySMTPServer, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    readers = [{"email": f"reader{i}@example.com", "name": f"Reader {i}"} for i in range(6)]
+    # Each connection keeps two messages queued, so what is "in flight" at SIGTERM can be a few
+    # messages: enough readers that stopping visibly leaves some for the restart.
+    readers = [{"email": f"reader{i}@example.com", "name": f"Reader {i}"} for i in range(16)]
     config = tiny(subscribers=readers, smtp=smtp_server, schedule={"send_at": "07:00"}, web={"listen": "127.0.0.1:0"})
     smtp_server.handler.delay = 0.15  # per SMTP command: about half a second per message
     log = tmp_path / "first.log"
@@ -301,6 +303,7 @@ def test_sigterm_mid_send_finishes_the_message_in_flight_and_a_restart_resumes(
     wait_for(lambda: len(smtp_server.received) >= 1, "the first message", log)
     assert stop(first) == 0
     got = len(smtp_server.received)
+    print(f"SIGTERM after {got} of {len(readers)} messages")
     assert 1 <= got < len(readers), got
     cfg = config_mod.load(config)
     with Store(cfg.state_path) as store:
