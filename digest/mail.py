@@ -229,13 +229,15 @@ class _QuotedPrintable:
         """The encoded text with `values` in place of the markers, as pieces to join."""
         if not self.pieces:
             return [b"\r\n"]
-        out = [
-            p if isinstance(p, bytes) else _qp("".join([values.get(s, s) for s in p]), i == self.last)
-            for i, p in enumerate(self.pieces)
-        ]
-        last = self.pieces[-1]
-        if out[-1] == b"\r\n" and len(out) > 1 and out[-2].endswith(b"\r\n") and not isinstance(last, bytes):
-            out[-1] = b"" if not "".join([values.get(s, s) for s in last]) else out[-1]  # no extra empty line
+        out: list[bytes] = []
+        for i, piece in enumerate(self.pieces):
+            if isinstance(piece, bytes):
+                out.append(piece)
+                continue
+            text = "".join([values.get(s, s) for s in piece])
+            if not text and i == self.last and out and out[-1].endswith(b"\r\n"):
+                continue  # an empty last run adds no empty line after the text's own last one
+            out.append(_qp(text, i == self.last))
         return out
 
 
