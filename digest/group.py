@@ -464,8 +464,8 @@ def _story(
     n = len(items)
     # The lead is the report the others agree with most (after the editor's priority), so that
     # "Also covered by" reads against the story's core, not a side report that joined it.
-    central = {i: round(sum(_pair(sims, n, i, j) for j in members if j != i), 6) for i in members}
-    ordered = sorted(members, key=lambda i: (-items[i].priority, -central[i], *_lead_key(items[i])[1:]))
+    agreement = {i: sum(_pair(sims, n, i, j) for j in members if j != i) for i in members}
+    ordered = sorted(members, key=lambda i: (-items[i].priority, -round(agreement[i], 6), *_lead_key(items[i])[1:]))
     lead = ordered[0]
     also = sorted(ordered[1:], key=lambda i: _also_key(items[i]))
     if not also:
@@ -484,7 +484,7 @@ def _story(
     joined = []
     for i in also:
         rest = {k: centroid[k] - w for k, w in vectors[i].items()}
-        score = sum(_pair(sims, len(items), i, j) for j in members if j != i) / (len(members) - 1)
+        score = agreement[i] / (len(members) - 1)
         terms = sorted((k for k in vectors[i] if rest[k] > 1e-9), key=lambda k: (-vectors[i][k] * rest[k], k))
         joined.append(Joined(items[i].id, round(score, 3), tuple(_show(surface, k) for k in terms[:MAX_TERMS])))
     return Story(
