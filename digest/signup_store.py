@@ -40,8 +40,10 @@ CREATE INDEX IF NOT EXISTS consents_email ON consents (email, at);
 """
 
 
-PENDING_KEPT = timedelta(days=8)
-"""An unconfirmed signup is an address nobody consented for: kept a day beyond its 7-day link, then deleted."""
+CONFIRM_VALID = timedelta(days=7)
+"""How long a confirmation link works."""
+PENDING_KEPT = CONFIRM_VALID + timedelta(days=1)
+"""An unconfirmed signup is an address nobody consented for: kept a day beyond its link, then deleted."""
 
 
 def _iso(moment: datetime) -> str:

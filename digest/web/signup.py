@@ -33,7 +33,7 @@ from .. import config as config_mod
 from .. import mail
 from ..bounce_store import BounceBook
 from ..models import Config, Subscriber
-from ..signup_store import Signup, SignupBook
+from ..signup_store import CONFIRM_VALID, Signup, SignupBook
 from ..store import Store
 from . import mails
 from .enroll import ENROLLER, Wish
@@ -41,7 +41,6 @@ from .pages import Page
 
 log = logging.getLogger(__name__)
 
-CONFIRM_VALID = timedelta(days=7)
 FORM_VALID = timedelta(days=1)
 MAX_NAME = 100
 HONEYPOT = "website"
@@ -144,7 +143,7 @@ def subscribe_page(
 
 
 def check_inbox(email: str) -> Page:
-    return Page(200, "web/check_inbox.html.j2", {"email": email})
+    return Page(200, "web/check_inbox.html.j2", {"email": email, "valid_days": CONFIRM_VALID.days})
 
 
 def subscribe(config: Config, store: Store, fields: Fields, visit: Visit) -> Page:
@@ -191,7 +190,8 @@ def subscribe(config: Config, store: Store, fields: Fields, visit: Visit) -> Pag
         )
     else:
         link = f"{visit.base}/confirm?token={confirm_token(visit.secret, signup, visit.now)}"
-        message = mails.compose(config, "confirm", who, visit.now, confirm_url=link, topics=topics, valid_days=7)
+        days = CONFIRM_VALID.days
+        message = mails.compose(config, "confirm", who, visit.now, confirm_url=link, topics=topics, valid_days=days)
     if mails.send(config, message, email).status != "sent":
         book.unmailed(signup.id)
     return check_inbox(email)
@@ -221,7 +221,8 @@ def _pending(config: Config, store: Store, token: str, visit: Visit) -> Signup |
 def _expired() -> dict[str, str]:
     return {
         "title": "Link expired",
-        "message": "This confirmation link is more than 7 days old. Sign up again and use the new link.",
+        "message": f"This confirmation link is more than {CONFIRM_VALID.days} days old. "
+        "Sign up again and use the new link.",
         "link": "subscribe",
         "link_text": "Sign up again",
     }
