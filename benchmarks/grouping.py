@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grouping_baseline
 
 from digest.group import group
-from digest.models import Entry, GroupingSettings
+from digest.models import Entry
+from digest.settings import GroupingSettings
 
 
 def load(path: Path) -> list[dict[str, str]]:

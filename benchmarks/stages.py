@@ -18,7 +18,8 @@ from common import SEND_AT, Item, median, timed
 
 from digest import config as config_mod
 from digest import deliver, fetch, group, mail, parse, pipeline, select
-from digest.models import Config, Entry, FeedSpec, FetchResult, FetchSettings, GroupingSettings, SmtpSettings
+from digest.models import Entry, FetchResult
+from digest.settings import Config, FeedSpec, FetchSettings, GroupingSettings, SmtpSettings
 
 DELAY = 0.1
 """Seconds the feed server waits before each answer (the latency floor of one round)."""

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import load as load_config
     from .errors import DigestError
-    from .models import Config, Edition, Entry, Story
+    from .models import Edition, Entry, Story
     from .pipeline import build_edition, send_edition
+    from .settings import Config
 
 __version__ = "0.1.0"
 __all__ = [

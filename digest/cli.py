@@ -20,7 +20,7 @@ from . import cli_operator
 from .errors import DigestError
 
 if TYPE_CHECKING:
-    from .models import Config
+    from .settings import Config
     from .store import Store
 
 # Each command imports what it runs, inside its body: `digest --help` loads click and this
@@ -168,16 +168,16 @@ def status(obj: Context, now: str | None) -> None:
     config = obj.config()
     parse_now(now)
     with Store(config.state_path) as store:
-        editions = store.editions(limit=7)
+        editions = store.edition_summaries(limit=7)
         if not editions:
             click.echo("No editions yet.")
-        for edition in editions:
-            counts = store.delivery_counts(edition.day)
+        for day, stories, feed_health in editions:
+            counts = store.delivery_counts(day)
             parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("sent", "pending", "retrying", "failed"))
-            click.echo(f"{edition.key}: {len(edition.stories)} stories; {parts}")
-            if edition.feed_health:  # for the operator; never rendered to readers
-                click.echo(f"  feed health: {'; '.join(edition.feed_health)}")
-            for line in _delivery_problems(store, edition.day):
+            click.echo(f"{day.isoformat()}: {stories} stories; {parts}")
+            if feed_health:  # for the operator; never rendered to readers
+                click.echo(f"  feed health: {'; '.join(feed_health)}")
+            for line in _delivery_problems(store, day):
                 click.echo(line)
         health = store.feed_health()
         click.echo("Feeds: all healthy." if not health else "Failing feeds:")

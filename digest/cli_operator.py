@@ -18,8 +18,8 @@ from .errors import DigestError
 
 if TYPE_CHECKING:  # cli imports this module: its Context is named for the type checker only
     from .cli import Context
-    from .models import Config
     from .progress import Progress
+    from .settings import Config
 
 
 def progress(verbose: int) -> Progress:

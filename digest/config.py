@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import tomli as tomllib  # the stdlib's tomllib as a compiled wheel: 3x faster on 100,000 subscribers
 
 from .errors import ConfigError
-from .models import (
+from .settings import (
     BounceSettings,
     Config,
     DeliverySettings,

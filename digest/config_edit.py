@@ -27,7 +27,7 @@ from tomlkit.toml_document import TOMLDocument
 
 from . import config as config_mod
 from .errors import ConfigEditError, ConfigError
-from .models import Config
+from .settings import Config
 
 
 class Draft:

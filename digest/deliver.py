@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import MailError
-from .models import DeliveryOutcome, Recipient, SmtpSettings
+from .models import DeliveryOutcome, Recipient
+from .settings import SmtpSettings
 
 log = logging.getLogger(__name__)
 _DOT = re.compile(rb"(?m)^\.")

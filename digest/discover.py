@@ -18,7 +18,8 @@ from urllib.parse import urljoin, urlsplit
 
 from . import fetch, parse
 from .errors import DigestError
-from .models import FeedSpec, FetchResult, FetchSettings
+from .models import FetchResult
+from .settings import FeedSpec, FetchSettings
 
 FEED_TYPES = {
     "application/rss+xml": "RSS",

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import config_edit
 from .errors import ConfigEditError
-from .models import Config, FeedSpec
+from .settings import Config, FeedSpec
 from .store import Store
 
 

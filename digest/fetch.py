@@ -48,7 +48,8 @@ import h11
 
 from .fetch_body import Body, Refused, TooLarge, accepted_encodings
 from .fetch_proxy import Proxy, ProxyFailure, ProxyRoute, connect_proxy, tunnel
-from .models import FeedSpec, FetchResult, FetchSettings, Validators
+from .models import FetchResult, Validators
+from .settings import FeedSpec, FetchSettings
 
 __all__ = ["ProxyFailure", "Refused", "accepted_encodings", "check_url", "fetch_all", "resolve"]
 

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from digest import textproc
-from digest.models import Entry, GroupingSettings, Joined, Story, link_key, outlet_key
+from digest.models import Entry, Joined, Story, link_key, outlet_key
+from digest.settings import GroupingSettings
 
 
 @dataclass(frozen=True)

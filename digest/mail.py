@@ -22,16 +22,8 @@ from datetime import date, datetime
 from email.utils import format_datetime, parseaddr
 from urllib.parse import quote
 
-from .models import (
-    EMAIL_MARK,
-    NAME_MARK,
-    PREFERENCES_MARK,
-    UNSUBSCRIBE_MARK,
-    NewsletterSettings,
-    Recipient,
-    Rendered,
-    Subscriber,
-)
+from .models import EMAIL_MARK, NAME_MARK, PREFERENCES_MARK, UNSUBSCRIBE_MARK, Recipient, Rendered
+from .settings import NewsletterSettings, Subscriber
 
 _MARKS = re.compile(f"({NAME_MARK}|{EMAIL_MARK}|{UNSUBSCRIBE_MARK}|{PREFERENCES_MARK})")
 PREFERENCES_PURPOSE = b"digest/preferences-link/v1"

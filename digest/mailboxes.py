@@ -17,7 +17,7 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import DigestError
-from .models import BounceSettings
+from .settings import BounceSettings
 
 MAX_BYTES = 1 << 20
 KEYWORD = "$DigestProcessed"

@@ -31,7 +31,8 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import nh3
 
-from .models import Entry, FeedSpec, FetchResult, ParseResult
+from .models import Entry, FetchResult, ParseResult
+from .settings import FeedSpec
 
 log = logging.getLogger(__name__)
 MAX_TITLE = 500

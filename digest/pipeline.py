@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from .models import Config, DeliveryOutcome, Edition, Entry, Recipient, Rendered, SendReport, Subscriber
+from .models import DeliveryOutcome, Edition, Entry, Recipient, Rendered, SendReport
 from .progress import LogProgress, Progress
+from .settings import Config, Subscriber
 from .store import Store
 
 if TYPE_CHECKING:

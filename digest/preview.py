@@ -30,18 +30,8 @@ import jinja2
 from . import config as config_mod
 from . import pipeline, web
 from .errors import DigestError
-from .models import (
-    EMAIL_MARK,
-    NAME_MARK,
-    PREFERENCES_MARK,
-    UNSUBSCRIBE_MARK,
-    Config,
-    Edition,
-    Entry,
-    NewsletterSettings,
-    Rendered,
-    Subscriber,
-)
+from .models import EMAIL_MARK, NAME_MARK, PREFERENCES_MARK, UNSUBSCRIBE_MARK, Edition, Entry, Rendered
+from .settings import Config, NewsletterSettings, Subscriber
 from .store import Store
 
 log = logging.getLogger(__name__)

@@ -23,16 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 
 from .errors import RenderError
-from .models import (
-    EMAIL_MARK,
-    NAME_MARK,
-    PREFERENCES_MARK,
-    UNSUBSCRIBE_MARK,
-    Edition,
-    NewsletterSettings,
-    Rendered,
-    Story,
-)
+from .models import EMAIL_MARK, NAME_MARK, PREFERENCES_MARK, UNSUBSCRIBE_MARK, Edition, Rendered, Story
+from .settings import NewsletterSettings
 
 MAX_SUBJECT = 150
 SUMMARY_CHARS = 160

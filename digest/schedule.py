@@ -30,7 +30,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from . import config as config_mod
 from . import pipeline
 from .errors import DigestError, LockedError
-from .models import Config
+from .settings import Config
 from .store import Store
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ requests at once cannot all slip under a limit of 5.
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 import threading
 import weakref
@@ -172,6 +171,8 @@ class SignupBook:
                 recent = db.execute("SELECT 1 FROM signups WHERE key=? AND created>? LIMIT 1", (key, since))
                 if recent.fetchone():
                     return Admission(None, "address")
+            import secrets  # only a new signup needs it; `digest status` reads this module too
+
             nonce = secrets.token_urlsafe(12)
             cursor = db.execute(  # mailed: the email goes out next (`unmailed` if it could not)
                 "INSERT INTO signups (email, key, name, topics, created, source, client, nonce, mailed)"

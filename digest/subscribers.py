@@ -24,7 +24,7 @@ from typing import Any
 from . import config as config_mod
 from . import config_edit
 from .errors import SubscriberError
-from .models import Config, Subscriber
+from .settings import Config, Subscriber
 from .store import Store
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")

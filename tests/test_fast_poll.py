@@ -23,7 +23,8 @@ from feedserver import FeedServer
 from hostile_corpus import CORPUS, item, rss
 
 from digest import fetch, parse
-from digest.models import FeedSpec, FetchResult, FetchSettings
+from digest.models import FetchResult
+from digest.settings import FeedSpec, FetchSettings
 
 NOW = datetime(2026, 11, 21, 7, tzinfo=UTC)
 

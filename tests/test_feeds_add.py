@@ -13,7 +13,7 @@ from hostile_corpus import item, rss
 
 from digest import discover
 from digest.cli import main
-from digest.models import FetchSettings
+from digest.settings import FetchSettings
 
 SETTINGS = FetchSettings(timeout=5.0, allow_hosts=("127.0.0.1",))
 LAUNCHES = rss(item("Colossus reaches orbit", "c1") + item("Pad 39A rebuilt", "c2"), title="Spacemagz: Launches")

@@ -19,7 +19,8 @@ from hostile_corpus import CORPUS, GOOD_TITLES, GZIP_BOMB, Behaviours, gzip_bomb
 
 from digest import fetch
 from digest.cli import main
-from digest.models import FeedSpec, FetchResult, FetchSettings
+from digest.models import FetchResult
+from digest.settings import FeedSpec, FetchSettings
 
 GOOD = (CORPUS / "good.xml").read_bytes()
 

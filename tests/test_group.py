@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.group import group
-from digest.models import Entry, GroupingSettings, Story
+from digest.models import Entry, Story
+from digest.settings import GroupingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "tests" / "data" / "stories-small.jsonl"

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from digest import textproc
 from digest.group import TUNING, _docs, group
-from digest.models import Edition, Entry, NewsletterSettings, Story
+from digest.models import Edition, Entry, Story
 from digest.preview import pages
+from digest.settings import NewsletterSettings
 from digest.store import _edition_dict, _edition_from
 
 T0 = datetime(2026, 6, 2, 8, 0, tzinfo=UTC)

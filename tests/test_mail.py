@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from digest import mail
-from digest.models import EMAIL_MARK, NAME_MARK, UNSUBSCRIBE_MARK, NewsletterSettings, Rendered, Subscriber
+from digest.models import EMAIL_MARK, NAME_MARK, UNSUBSCRIBE_MARK, Rendered
+from digest.settings import NewsletterSettings, Subscriber
 
 DAY = date(2026, 11, 21)
 NOW = datetime(2026, 11, 21, 7, 0, tzinfo=UTC)

@@ -18,8 +18,9 @@ import feedparser
 import pytest
 from hostile_corpus import CORPUS, item, rss
 
-from digest.models import FeedSpec, link_key
+from digest.models import link_key
 from digest.parse import MAX_TITLE, canonical_link, parse_feed, plain_text
+from digest.settings import FeedSpec
 
 NOW = datetime(2026, 11, 21, 7, tzinfo=UTC)
 FEED = FeedSpec("Hostile", "https://hostile.example/feed")

@@ -18,7 +18,8 @@ from proxyserver import ProxyServer
 
 from digest import fetch, fetch_body
 from digest.fetch_proxy import ProxyRoute, parse_proxy
-from digest.models import FeedSpec, FetchResult, FetchSettings
+from digest.models import FetchResult
+from digest.settings import FeedSpec, FetchSettings
 
 GOOD = (CORPUS / "good.xml").read_bytes()
 PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")

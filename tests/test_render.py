@@ -15,7 +15,8 @@ from conftest import MakeConfig
 
 from digest import inline, mail, render
 from digest.cli import main
-from digest.models import Edition, Entry, NewsletterSettings, Rendered, Story, Subscriber
+from digest.models import Edition, Entry, Rendered, Story
+from digest.settings import NewsletterSettings, Subscriber
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"  # read at import: conftest clears DIGEST_*

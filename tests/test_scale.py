@@ -21,7 +21,8 @@ from smtp_fault import Fault, FaultySMTPServer
 from digest import config as config_mod
 from digest import deliver, store
 from digest.cli import main
-from digest.models import DeliveryOutcome, Recipient, SmtpSettings, Subscriber
+from digest.models import DeliveryOutcome, Recipient
+from digest.settings import SmtpSettings, Subscriber
 from digest.store import Store
 
 DAY = date(2026, 11, 21)

@@ -64,6 +64,31 @@ def test_a_poll_answered_by_304s_needs_no_feed_parser_nor_renderer(make_config: 
     assert "email_validator" not in loaded  # plain ASCII addresses are checked without it
 
 
+def test_status_reads_the_state_without_building_stage_values(make_config: MakeConfig) -> None:
+    """`digest status` reports an edition's story count from SQL: it creates none of the
+    stage dataclasses (digest.models), which were a quarter of its start-up."""
+    config = make_config()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIGEST_SECRET": "test-secret"}
+    sent = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(config), "send", "--now", "2026-11-21T07:00:00+00:00"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(config), "status"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    first = status.stdout.splitlines()[0]
+    assert first.startswith("2026-11-21: ") and " stories; " in first and "sent" in first, status.stdout
+    assert int(first.split(": ")[1].split()[0]) > 0
+    loaded = loaded_after(
+        "from digest.cli import main\n"
+        f"try:\n    main(['--config', {str(config)!r}, 'status'])\nexcept SystemExit:\n    pass"
+    )
+    assert {"digest.config", "digest.store", "digest.settings"} <= loaded
+    assert not {"digest.models", "secrets", *HEAVY} & loaded, sorted({"digest.models", "secrets", *HEAVY} & loaded)
+
+
 ADDRESS_CHARS = "abcXYZ019.-_+!#$%&'*/=?^`{|}~@"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DigestError
-from ..models import Config
+from ..settings import Config
 from .unsubscribe import MAX_BODY, PATH, Handler, Response, handle, make_handler
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import config as config_mod
 from .. import pipeline
 from ..errors import DigestError
-from ..models import Config
+from ..settings import Config
 from ..signup_store import SignupBook
 from ..store import Store
 from . import pages, signup, unsubscribe

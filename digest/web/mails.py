@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import deliver, mail
-from ..models import Config, DeliveryOutcome, Recipient, Subscriber
+from ..models import DeliveryOutcome, Recipient
+from ..settings import Config, Subscriber
 from .pages import render
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from typing import Any
 import jinja2
 
 from ..errors import RenderError
-from ..models import Config
 from ..render import packaged_templates
+from ..settings import Config
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import uvicorn
 
 from .. import config as config_mod
 from ..errors import DigestError
-from ..models import Config
+from ..settings import Config
 from .app import create_app
 
 

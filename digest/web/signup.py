@@ -32,7 +32,7 @@ from urllib.parse import quote
 from .. import config as config_mod
 from .. import mail
 from ..bounce_store import BounceBook
-from ..models import Config, Subscriber
+from ..settings import Config, Subscriber
 from ..signup_store import CONFIRM_VALID, Signup, SignupBook
 from ..store import Store
 from . import mails

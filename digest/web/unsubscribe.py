@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .. import config as config_mod
 from .. import mail, pipeline
-from ..models import Config
+from ..settings import Config
 from ..store import Store
 
 log = logging.getLogger(__name__)
