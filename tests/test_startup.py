@@ -61,6 +61,7 @@ def test_a_poll_answered_by_304s_needs_no_feed_parser_nor_renderer(make_config: 
     )
     assert {"digest.fetch", "digest.parse"} <= loaded
     assert not {"premailer", "jinja2", "apscheduler", "digest.group", "digest.render", "digest.inline"} & loaded
+    assert "multiprocessing" not in loaded  # five bodies are parsed in-process: no worker pool to import
     assert "email_validator" not in loaded  # plain ASCII addresses are checked without it
 
 
