@@ -31,7 +31,7 @@ __all__ = [
 _LAZY = {
     "load_config": ("config", "load"),
     "DigestError": ("errors", "DigestError"),
-    "Config": ("models", "Config"),
+    "Config": ("settings", "Config"),
     "Edition": ("models", "Edition"),
     "Entry": ("models", "Entry"),
     "Story": ("models", "Story"),

@@ -41,6 +41,9 @@ def test_the_package_names_still_resolve_on_first_use() -> None:
 
     assert digest.send_edition.__module__ == "digest.pipeline"
     assert digest.load_config is config_mod.load
+    for name in digest.__all__:  # every advertised name resolves (Config moved to digest.settings)
+        assert getattr(digest, name) is not None, name
+    assert digest.Config.__module__ == "digest.settings"
     with pytest.raises(AttributeError):
         _ = digest.no_such_name  # type: ignore[attr-defined]
 
