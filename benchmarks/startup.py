@@ -2,6 +2,7 @@
 
     python benchmarks/startup.py            # 15 runs of each command, medians
     python benchmarks/startup.py --runs 5 --json
+    python benchmarks/startup.py --instructions   # also each command's instruction count (valgrind)
 
 Times `digest --help`, `digest status` (a state with one delivered edition, 200 feeds,
 100 subscribers) and `digest fetch` of 200 feeds that all answer 304 (the feed server
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +59,19 @@ def _time(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
     return walls
 
 
+def instructions(cmd: list[str], env: dict[str, str]) -> int | None:
+    """Instructions one run of `cmd` executes, by valgrind's callgrind; None without valgrind."""
+    if not shutil.which("valgrind"):
+        return None
+    with tempfile.TemporaryDirectory(prefix="digest-bench-cg-") as tmp:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", *cmd],
+            env=env, capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    return int(found.group(1)) if done.returncode == 0 and found else None
+
+
 def import_ms(env: dict[str, str], module: str = "digest.cli") -> dict[str, float]:
     """`python -X importtime -c 'import module'`: cumulative ms of the heaviest top-level imports."""
     done = subprocess.run(
@@ -76,7 +92,7 @@ def import_ms(env: dict[str, str], module: str = "digest.cli") -> dict[str, floa
     return dict(sorted(out.items(), key=lambda kv: -kv[1])[:8])
 
 
-def run(runs: int = 15, feeds: int = 200) -> dict[str, Any]:
+def run(runs: int = 15, feeds: int = 200, count_instructions: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="digest-bench-startup-") as tmp, helper(
         "feedsrv.py", "--feeds", str(feeds), "--entries", "20", "--delay", "0.1"
     ) as feedsrv:
@@ -107,6 +123,8 @@ def run(runs: int = 15, feeds: int = 200) -> dict[str, Any]:
             results[f"{name}_s"] = statistics.median(walls)
             results[f"{name}_min_s"] = min(walls)
             results[f"cold_{name}_s"] = statistics.median(_time(cmd, cold, max(3, runs // 3)))
+            if count_instructions:
+                results[f"{name}_instructions"] = instructions(cmd, warm)
         results["import_digest_cli_ms"] = import_ms(warm)
         results["import_fetch_path_ms"] = import_ms(warm, "digest.pipeline, digest.fetch, digest.parse")
     results["targets"] = {k: {"value": results[k], "goal": v, "met": results[k] < v} for k, v in TARGETS.items()}
@@ -117,8 +135,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--instructions", action="store_true", help="also count instructions (valgrind)")
     args = parser.parse_args()
-    out = run(args.runs)
+    out = run(args.runs, count_instructions=args.instructions)
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -129,6 +148,10 @@ def main() -> None:
             f"  goal < {goal * 1000:.0f} ms  {'met' if out[f'{name}_s'] < goal else 'MISSED'}"
             f"   without bytecode: {out[f'cold_{name}_s'] * 1000:.0f} ms"
         )
+    if args.instructions:
+        counts = {name: out.get(f"{name}_instructions") for name in ("help", "status", "fetch_304")}
+        shown = (f"{k} {v / 1e6:.0f}M" if v else f"{k} -" for k, v in counts.items())
+        print("instructions (callgrind):", ", ".join(shown))
     print("import digest.cli (ms):", ", ".join(f"{k} {v:.0f}" for k, v in out["import_digest_cli_ms"].items()))
 
 
