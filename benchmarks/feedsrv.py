@@ -5,6 +5,8 @@ conditional GET (ETag / If-None-Match -> 304). Routes:
 
     /slow/fN.xml   feed N with --entries items, answered after --delay seconds
     /fast/fN.xml   the same feed with no delay (to time rss2email's sending alone)
+    /spread/fN.xml the same feed, answered after --delay + --spread x N / (feeds - 1) seconds
+                   (servers that answer at different paces, as real ones do)
     /day/fN.xml    feed N of the benchmark day: the items published before poll number G
     /_gen/G        set G (which poll of the day is next); answered at once
     /_stats        JSON counts of answers by status
@@ -69,8 +71,8 @@ class Feeds:
         if not number.isdigit() or int(number) >= self.count:
             return False, 404, None, b"not found\n"
         feed = int(number)
-        if parts[0] in ("slow", "fast"):
-            return parts[0] == "slow", 200, f'"s{feed}"', self.static[feed]
+        if parts[0] in ("slow", "fast", "spread"):
+            return parts[0] != "fast", 200, f'"s{feed}"', self.static[feed]
         if parts[0] == "day":
             etag, body = self.day(feed)
             return True, 200, etag, body
@@ -80,7 +82,14 @@ class Feeds:
 REASONS = {200: "OK", 304: "Not Modified", 404: "Not Found", 400: "Bad Request"}
 
 
-async def serve(feeds: Feeds, delay: float, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _number(path: str) -> int:
+    digits = "".join(c for c in path.rsplit("/", 1)[-1] if c.isdigit())
+    return int(digits) if digits else 0
+
+
+async def serve(
+    feeds: Feeds, delay: float, spread: float, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     try:
         for _ in range(10_000):  # requests on one connection: bounded
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
@@ -90,8 +99,9 @@ async def serve(feeds: Feeds, delay: float, reader: asyncio.StreamReader, writer
             if len(request) != 3:
                 break
             delayed, status, etag, body = feeds.route(request[1])
-            if delayed and delay:
-                await asyncio.sleep(delay)
+            wait = delay + (spread * _number(request[1]) / max(1, feeds.count - 1) if "/spread/" in request[1] else 0)
+            if delayed and wait:
+                await asyncio.sleep(wait)
             if etag and headers.get("if-none-match") == etag:
                 status, body = 304, b""
             feeds.stats[str(status)] += 1
@@ -115,7 +125,7 @@ async def serve(feeds: Feeds, delay: float, reader: asyncio.StreamReader, writer
 async def main(args: argparse.Namespace) -> None:
     feeds = Feeds(args.feeds, args.entries, args.day_entries, args.polls)
     server = await asyncio.start_server(
-        lambda r, w: serve(feeds, args.delay, r, w), "127.0.0.1", 0, backlog=2048, limit=MAX_HEAD
+        lambda r, w: serve(feeds, args.delay, args.spread, r, w), "127.0.0.1", 0, backlog=2048, limit=MAX_HEAD
     )
     print("PORT", server.sockets[0].getsockname()[1], flush=True)
     print("READY", flush=True)
@@ -130,5 +140,6 @@ if __name__ == "__main__":
     parser.add_argument("--day-entries", type=int, default=10)
     parser.add_argument("--polls", type=int, default=4)
     parser.add_argument("--delay", type=float, default=0.1)
+    parser.add_argument("--spread", type=float, default=3.0, help="/spread/ feeds: the last answers this much later")
     parser.add_argument("--lifetime", type=float, default=900.0)
     asyncio.run(main(parser.parse_args()))

@@ -130,9 +130,10 @@ def day(folder: Path, feed_port: int, smtp_port: int, feeds: int, subscribers: i
     }
 
 
-def digest_polls(folder: Path, feed_port: int, smtp_port: int, feeds: int) -> dict[str, Any]:
-    """`digest fetch` twice on the slow feeds (200s, then 304s): the CLI's poll, like rss2email's."""
-    config = digest_config(folder, feed_port, smtp_port, feeds, 1, "slow")
+def digest_polls(folder: Path, feed_port: int, smtp_port: int, feeds: int, route: str = "slow") -> dict[str, Any]:
+    """`digest fetch` twice on the slow feeds (200s, then 304s): the CLI's poll, like rss2email's.
+    `route="spread"`: the servers answer at different paces, so parsing can overlap the fetch."""
+    config = digest_config(folder, feed_port, smtp_port, feeds, 1, route)
     first = run_child(digest_cmd(config, "fetch", "--now", SEND_AT.isoformat()))
     second = run_child(digest_cmd(config, "fetch", "--now", SEND_AT.isoformat()))
     for step in (first, second):

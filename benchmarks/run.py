@@ -44,6 +44,7 @@ class Scale:
     group_sizes: tuple[int, ...] = (2_000, 10_000)
     repeats: int = 3
     r2e_feeds: int = 200
+    spread: float = 3.0  # seconds between the first and the last answer of the "paced" feeds
 
 
 FULL = Scale()
@@ -67,6 +68,7 @@ TINY = Scale(
     group_sizes=(50,),
     repeats=1,
     r2e_feeds=3,
+    spread=0.3,
 )
 
 
@@ -76,6 +78,7 @@ def run(scale: Scale, with_r2e: bool = True, log: Any = print) -> dict[str, Any]
     pool = load_pool()
     args = ["--feeds", str(scale.feeds), "--entries", str(scale.entries)]
     args += ["--day-entries", str(scale.day_entries), "--polls", str(scale.polls), "--delay", str(stages.DELAY)]
+    args += ["--spread", str(scale.spread)]
     with (
         tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp,
         helper("feedsrv.py", *args) as feeds,
@@ -107,6 +110,11 @@ def run(scale: Scale, with_r2e: bool = True, log: Any = print) -> dict[str, Any]
         out["delivery"]["sink_accepted"] = sink.count(smtp.extra["STATS"])[0]
         log("digest fetch x2 (CLI, slow feeds)")
         out["digest_cli_poll"] = peers.digest_polls(folder / "cli-poll", feeds.port, smtp.port, scale.feeds)
+        log(f"digest fetch x2 (CLI, feeds answering 0.1 to {0.1 + scale.spread:.1f} s late)")
+        out["digest_cli_poll_spread"] = peers.digest_polls(
+            folder / "cli-poll-spread", feeds.port, smtp.port, scale.feeds, route="spread"
+        )
+        out["digest_cli_poll_spread"]["spread_s"] = scale.spread
         binary = peers.find_r2e() if with_r2e else None
         if binary:
             log(f"rss2email: {scale.r2e_feeds} feeds ({binary})")
@@ -244,6 +252,10 @@ def table(out: dict[str, Any]) -> str:
     cli = out["digest_cli_poll"]
     rows.append(("digest fetch CLI x2", f"{cli['poll_s']:.2f} s", f"{cli['round1_s']:.2f} + {cli['round2_s']:.2f}"))
     rows.append(("digest fetch CLI, 304s", f"{cli['round2_cpu_s']:.2f} s CPU", "whole process, start-up included"))
+    if "digest_cli_poll_spread" in out:
+        spread = out["digest_cli_poll_spread"]
+        late = f"servers 0.1-{0.1 + spread['spread_s']:.1f} s late"
+        rows.append(("digest fetch CLI, paced", f"{spread['round1_s']:.2f} s", f"first poll, {late}"))
     r2e = out["rss2email"]
     if "poll_s" in r2e:
         rows += [

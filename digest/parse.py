@@ -33,7 +33,7 @@ from .models import Entry, FetchResult, ParseResult
 from .settings import FeedSpec
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 log = logging.getLogger(__name__)
 MAX_TITLE = 500
@@ -137,6 +137,95 @@ def _in_workers(
                 log.warning("parse worker failed (%s: %s); parsing %d feeds here", type(exc).__name__, exc, len(batch))
                 done += _batch(batch, now, max_entries)
     return done
+
+
+class Parsing:
+    """Parsing that starts while the fetch goes on: `take` each FetchResult as its fetch ends,
+    then `results` once all have.
+
+    When enough feeds are expected to answer in full (`bodies`: those with no ETag or
+    Last-Modified to revalidate, say), worker processes are forked *before* the fetch opens
+    any socket (a fork during it would hand the workers copies of live sockets and of the
+    event loop's epoll set), and bodies go to them in batches as they arrive, while slower
+    servers are still answering. Otherwise `results` is `parse_all` after the fetch, and a
+    poll answered by 304s forks nothing.
+    """
+
+    def __init__(self, now: datetime, max_entries: int = 200, bodies: int = 0) -> None:
+        self.now, self.max_entries = now, max_entries
+        self.jobs: dict[int, tuple[FetchResult, Future[list[tuple[int, ParseResult]]] | None, int]] = {}
+        self.waiting: list[FetchResult] = []
+        self.pool: ProcessPoolExecutor | None = None
+        # fork only from a single-threaded process (see parse_all)
+        many = bodies >= 2 * PARALLEL_MIN and threading.active_count() == 1
+        workers = min(_cores(), bodies // PARALLEL_MIN) if many else 1
+        self.batch = max(1, bodies // (workers * 8))
+        if workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            try:
+                self.pool.submit(_warm)  # forks every worker now; they import feedparser meanwhile
+            except Exception:  # noqa: BLE001 - no workers: parse_all after the fetch
+                self.close()
+
+    def take(self, result: FetchResult) -> None:
+        """One fetch has ended (called from the fetch's event loop: never blocks)."""
+        if self.pool is None or not result.body:
+            return
+        self.waiting.append(result)
+        if len(self.waiting) >= self.batch:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, self.waiting = self.waiting, []
+        if not batch or self.pool is None:
+            return
+        jobs = [(n, r.feed, r.body or b"") for n, r in enumerate(batch)]
+        try:  # the workers exist already: no fork here
+            future: Future[list[tuple[int, ParseResult]]] | None = self.pool.submit(
+                _batch, jobs, self.now, self.max_entries
+            )
+        except Exception:  # noqa: BLE001 - the pool broke: parsed here in `results`
+            future = None
+        for n, result in enumerate(batch):
+            self.jobs[id(result)] = (result, future, n)  # the result is kept, so its id stays its own
+
+    def results(self, fetched: Sequence[FetchResult]) -> list[ParseResult | None]:
+        """Each body's parse, in the order of `fetched`; a feed whose worker failed is parsed here."""
+        if self.pool is None:
+            return parse_all(fetched, self.now, self.max_entries)
+        self._submit()
+        out: list[ParseResult | None] = []
+        for result in fetched:
+            parsed: ParseResult | None = None
+            if result.body:
+                _, future, n = self.jobs.get(id(result), (result, None, 0))
+                if future is not None:
+                    try:
+                        parsed = future.result()[n][1]
+                    except Exception as exc:  # noqa: BLE001 - a lost worker must not lose the poll
+                        log.warning("parse worker failed (%s: %s); parsing %s here", type(exc).__name__, exc,
+                                    result.feed.name)  # fmt: skip
+                parsed = parsed or parse_feed(result.feed, result.body, self.now, self.max_entries)
+            out.append(parsed)
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def __enter__(self) -> Parsing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _warm() -> None:
+    import feedparser  # noqa: F401 - imported in each worker while the fetch is still waiting
 
 
 def parse_feed(

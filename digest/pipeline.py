@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from .models import DeliveryOutcome, Edition, Entry, Recipient, Rendered, SendReport
+from .models import DeliveryOutcome, Edition, Entry, FetchResult, Recipient, Rendered, SendReport
 from .progress import LogProgress, Progress
 from .settings import Config, Subscriber
 from .store import Store
@@ -55,10 +55,18 @@ def poll(
     progress = progress or LogProgress()
     progress.start("polling", len(feeds), "feeds")
     validators = store.validators() if persist else {}
-    results = fetch.fetch_all(feeds, validators, config.fetch, lambda _result: progress.advance())
-    progress.done()
+    # feeds with nothing to revalidate answer in full: with many of them, parsing starts during the fetch
+    full = sum(1 for f in feeds if not (v := validators.get(f.name)) or not (v.etag or v.last_modified))
+    with parse.Parsing(now, config.fetch.max_entries, full) as parsing:
+
+        def fetched(result: FetchResult) -> None:
+            parsing.take(result)
+            progress.advance()
+
+        results = fetch.fetch_all(feeds, validators, config.fetch, fetched)
+        progress.done()
+        parsed_all = parsing.results(results)
     failed, new, fresh = 0, 0, []
-    parsed_all = parse.parse_all(results, now, config.fetch.max_entries)
     with store.transaction() if persist else contextlib.nullcontext():  # one commit (one fsync) per poll
         for result, parsed in zip(results, parsed_all, strict=True):
             failed += bool(result.error or (parsed and parsed.error))

@@ -34,10 +34,11 @@ def _get(url: str, etag: str | None = None) -> tuple[int, dict[str, str], bytes]
 
 
 def test_feed_server_answers_conditional_gets_and_moves_through_the_day() -> None:
-    with helper("feedsrv.py", "--feeds", "3", "--entries", "4", "--delay", "0.01", lifetime=60) as server:
+    with helper("feedsrv.py", "--feeds", "3", "--entries", "4", "--delay", "0.01", "--spread", "0.2", lifetime=60) as server:
         base = f"http://127.0.0.1:{server.port}"
         status, headers, body = _get(f"{base}/slow/f2.xml")
         assert status == 200 and body.count(b"<item>") == 4
+        assert _get(f"{base}/spread/f2.xml")[2] == body  # the same feed, answered at its own pace
         assert _get(f"{base}/slow/f2.xml", headers["ETag"])[0] == 304
         assert _get(f"{base}/slow/f3.xml")[0] == 404  # only feeds 0..2 exist
         counts = []
@@ -68,6 +69,7 @@ def test_tiny_run_writes_every_figure_and_target(tmp_path: Path, capsys: pytest.
     assert results["fetch"]["feeds"] == bench.TINY.feeds and results["fetch"]["floor_s"] == pytest.approx(0.2)
     assert results["parse"]["entries"] == bench.TINY.feeds * bench.TINY.entries
     assert results["delivery"]["c4"]["messages"] == bench.TINY.messages
+    assert results["digest_cli_poll_spread"]["round1_s"] > 0
     day = results["day"]
     assert f"delivered to {bench.TINY.subscribers} of {bench.TINY.subscribers}" in day["send_summary"]
     assert "rss2email not installed" in results["rss2email"]["skipped"] or "skipped" in results["rss2email"]

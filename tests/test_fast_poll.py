@@ -149,3 +149,111 @@ def test_no_fork_from_a_process_with_other_threads() -> None:
     finally:
         release.set()
         helper.join()
+
+
+def _forks() -> list[int]:
+    """A list that grows by one at every fork of this process from now on."""
+    forked: list[int] = []
+    os.register_at_fork(after_in_parent=lambda: forked.append(1))
+    return forked
+
+
+def test_parsing_during_the_fetch_matches_parsing_each_feed_in_order() -> None:
+    """Bodies handed over as their fetches end (in any order) come back in the feeds' order,
+    exactly as parsed here; the workers are forked when `Parsing` starts, before any socket
+    exists, and never again while the fetch is under way."""
+    fetched = _fetched(40)
+    forked = _forks()
+    with parse.Parsing(NOW, bodies=len(fetched)) as parsing:
+        forks_at_start = len(forked)
+        for result in [*fetched[1::2], *fetched[::2]]:  # the order in which fetches end
+            parsing.take(result)
+        assert len(forked) == forks_at_start  # handing bodies over forks nothing
+        results = parsing.results(fetched)
+        assert len(forked) == forks_at_start
+    assert results == _serial(fetched)
+    if parse._cores() > 1:  # control: this path did use worker processes
+        assert forks_at_start >= 2
+
+
+def test_parsing_during_the_fetch_loses_no_feed_when_a_worker_dies(caplog: pytest.LogCaptureFixture) -> None:
+    class Fatal(FeedSpec):
+        def __reduce__(self) -> Any:
+            return (os._exit, (3,))
+
+    fetched = _fetched(40)
+    fetched[7] = FetchResult(Fatal("fatal", "http://feeds.test/fatal"), rss(item("Still here", "s")), status=200)
+    with caplog.at_level(logging.WARNING, logger="digest.parse"), parse.Parsing(NOW, bodies=40) as parsing:
+        for result in fetched:
+            parsing.take(result)
+        results = parsing.results(fetched)
+    assert results == _serial(fetched)
+    assert results[7] is not None and [e.title for e in results[7].entries] == ["Still here"]
+    if parse._cores() > 1:
+        assert "parse worker failed" in caplog.text
+
+
+def test_parsing_forks_nothing_when_few_bodies_are_expected_or_threads_run() -> None:
+    """A poll of feeds that all revalidate (304s expected) or a daemon with threads: no pool."""
+    import threading
+
+    fetched = _fetched(40)
+    forked = _forks()
+    with parse.Parsing(NOW, bodies=3) as parsing:  # most feeds have an ETag to revalidate
+        for result in fetched:
+            parsing.take(result)
+        assert parsing.results(fetched[:10]) == _serial(fetched[:10])  # few bodies: parsed here
+    assert forked == []
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait, daemon=True)
+    helper.start()
+    try:
+        with parse.Parsing(NOW, bodies=40) as parsing:
+            for result in fetched:
+                parsing.take(result)
+            assert parsing.results(fetched) == _serial(fetched)
+        assert forked == []
+    finally:
+        release.set()
+        helper.join()
+
+
+def test_a_first_poll_of_many_feeds_stores_every_entry(tmp_path: Path) -> None:
+    """`digest fetch` as a process (single-threaded: its parse workers fork before the fetch)
+    against 24 feeds that answer at different paces: every entry of every feed is stored,
+    and the second poll, answered by 304s, adds nothing."""
+    import json
+    import sqlite3
+    import sys
+
+    from conftest import ROOT, write_config
+
+    server = FeedServer()
+    for n in range(24):
+        items = "".join(item(f"Feed {n} story {k}", f"f{n}-{k}") for k in range(3))
+        server.add(f"/f{n}.xml", rss(items, title=f"Feed {n}"), etag=f'"e{n}"', delay=0.02 * (n % 6))
+    server.start()
+    try:
+        config = write_config(
+            tmp_path / "config.toml",
+            {"newsletter": {"title": "T", "from": "T <t@example.com>", "window": "3650d"},
+             "fetch": {"allow_hosts": ["127.0.0.1"], "timeout": 20},
+             "delivery": {"transport": "maildir", "maildir": "outbox"}},
+            [{"name": f"Feed {n}", "url": server.url(f"/f{n}.xml")} for n in range(24)],
+            [{"email": "reader@example.com"}],
+        )  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, "-m", "digest", "--config", str(config), "fetch", "--now", NOW.isoformat()]
+        first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert first.returncode == 0, first.stderr
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert second.returncode == 0, second.stderr
+    finally:
+        server.stop()
+    state = next(tmp_path.glob("*.sqlite3"), None) or next(tmp_path.rglob("*.sqlite3"))
+    with sqlite3.connect(state) as db:
+        rows = db.execute("SELECT feed, data FROM entries").fetchall()
+    stored = {(feed, json.loads(data)["title"]) for feed, data in rows}
+    assert len(rows) == 72  # the second poll added nothing
+    assert stored == {(f"Feed {n}", f"Feed {n} story {k}") for n in range(24) for k in range(3)}
+    assert sum(1 for path, _ in server.requests if path.startswith("/f")) == 48  # two polls of 24 feeds
