@@ -165,8 +165,9 @@ class Parsing:
             from concurrent.futures import ProcessPoolExecutor
 
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-            try:
-                self.pool.submit(_warm)  # forks every worker now; they import feedparser meanwhile
+            try:  # the first submit forks every worker, now; each imports feedparser while the fetch waits
+                for _ in range(workers):
+                    self.pool.submit(_warm)
             except Exception:  # noqa: BLE001 - no workers: parse_all after the fetch
                 self.close()
 
