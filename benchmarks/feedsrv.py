@@ -31,8 +31,11 @@ MAX_HEAD = 16 * 1024
 
 
 class Feeds:
-    def __init__(self, feeds: int, entries: int, day_entries: int, polls: int) -> None:
+    def __init__(
+        self, feeds: int, entries: int, day_entries: int, polls: int, delay: float = 0.0, spread: float = 0.0
+    ) -> None:
         self.count, self.day_entries, self.generation = feeds, day_entries, 0
+        self.delay, self.spread = delay, spread
         pool = load_pool()
         items = scaled(pool, feeds * entries)
         self.static = [
@@ -57,39 +60,35 @@ class Feeds:
             self.day_cache[key] = (f'"d{feed}-{len(items)}"', rss(feed, items[::-1][:10]))
         return self.day_cache[key]
 
-    def route(self, path: str) -> tuple[bool, int, str | None, bytes]:
-        """(delayed, status, etag, body)."""
+    def route(self, path: str) -> tuple[float, int, str | None, bytes]:
+        """(seconds to wait before answering, status, etag, body)."""
         parts = path.split("?")[0].strip("/").split("/")
         if len(parts) == 2 and parts[0] == "_gen" and parts[1].isdigit():
             self.generation = int(parts[1])
-            return False, 200, None, b"ok\n"
+            return 0.0, 200, None, b"ok\n"
         if parts == ["_stats"]:
-            return False, 200, None, json.dumps(self.stats).encode()
+            return 0.0, 200, None, json.dumps(self.stats).encode()
         if len(parts) != 2 or not parts[1].startswith("f") or not parts[1].endswith(".xml"):
-            return False, 404, None, b"not found\n"
+            return 0.0, 404, None, b"not found\n"
         number = parts[1][1:-4]
         if not number.isdigit() or int(number) >= self.count:
-            return False, 404, None, b"not found\n"
+            return 0.0, 404, None, b"not found\n"
         feed = int(number)
         if parts[0] in ("slow", "fast", "spread"):
-            return parts[0] != "fast", 200, f'"s{feed}"', self.static[feed]
+            wait = 0.0 if parts[0] == "fast" else self.delay
+            if parts[0] == "spread":
+                wait += self.spread * feed / max(1, self.count - 1)
+            return wait, 200, f'"s{feed}"', self.static[feed]
         if parts[0] == "day":
             etag, body = self.day(feed)
-            return True, 200, etag, body
-        return False, 404, None, b"not found\n"
+            return self.delay, 200, etag, body
+        return 0.0, 404, None, b"not found\n"
 
 
 REASONS = {200: "OK", 304: "Not Modified", 404: "Not Found", 400: "Bad Request"}
 
 
-def _number(path: str) -> int:
-    digits = "".join(c for c in path.rsplit("/", 1)[-1] if c.isdigit())
-    return int(digits) if digits else 0
-
-
-async def serve(
-    feeds: Feeds, delay: float, spread: float, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
+async def serve(feeds: Feeds, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         for _ in range(10_000):  # requests on one connection: bounded
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
@@ -98,9 +97,8 @@ async def serve(
             headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
             if len(request) != 3:
                 break
-            delayed, status, etag, body = feeds.route(request[1])
-            wait = delay + (spread * _number(request[1]) / max(1, feeds.count - 1) if "/spread/" in request[1] else 0)
-            if delayed and wait:
+            wait, status, etag, body = feeds.route(request[1])
+            if wait:
                 await asyncio.sleep(wait)
             if etag and headers.get("if-none-match") == etag:
                 status, body = 304, b""
@@ -123,9 +121,9 @@ async def serve(
 
 
 async def main(args: argparse.Namespace) -> None:
-    feeds = Feeds(args.feeds, args.entries, args.day_entries, args.polls)
+    feeds = Feeds(args.feeds, args.entries, args.day_entries, args.polls, args.delay, args.spread)
     server = await asyncio.start_server(
-        lambda r, w: serve(feeds, args.delay, args.spread, r, w), "127.0.0.1", 0, backlog=2048, limit=MAX_HEAD
+        lambda r, w: serve(feeds, r, w), "127.0.0.1", 0, backlog=2048, limit=MAX_HEAD
     )
     print("PORT", server.sockets[0].getsockname()[1], flush=True)
     print("READY", flush=True)
