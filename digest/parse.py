@@ -85,10 +85,7 @@ def parse_all(fetched: Sequence[FetchResult], now: datetime, max_entries: int = 
     """
     jobs = [(i, r.feed, r.body) for i, r in enumerate(fetched) if r.body]
     out: list[ParseResult | None] = [None] * len(fetched)
-    # fork only from a single-threaded process (`digest send`, `digest fetch`): a fork while
-    # other threads hold locks (the daemon's scheduler and web threads) can deadlock the child
-    many = len(jobs) >= 2 * PARALLEL_MIN and threading.active_count() == 1
-    workers = min(_cores(), len(jobs) // PARALLEL_MIN) if many else 1
+    workers = _workers(len(jobs))
     for i, result in _in_workers(jobs, now, max_entries, workers) if workers > 1 else _batch(jobs, now, max_entries):
         out[i] = result
     return out
@@ -98,8 +95,27 @@ PARALLEL_MIN = 8
 """Bodies per worker process below which forking one does not pay."""
 
 
+def _workers(bodies: int) -> int:
+    """Worker processes for `bodies` to parse: one per core, PARALLEL_MIN bodies each at least.
+
+    Forked only from a single-threaded process (`digest send`, `digest fetch`): a fork while
+    other threads hold locks (the daemon's scheduler and web threads) can deadlock the child.
+    """
+    if bodies < 2 * PARALLEL_MIN or threading.active_count() != 1:
+        return 1
+    return min(_cores(), bodies // PARALLEL_MIN)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes forked from this one at the pool's first submit (no interpreter start-up)."""
+    import multiprocessing  # with concurrent.futures, 15 ms a poll answered by 304s never needs
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
 def _cores() -> int:
-    import multiprocessing  # with concurrent.futures below, 15 ms a poll answered by 304s never needs
+    import multiprocessing
 
     usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     return len(usable) if "fork" in multiprocessing.get_all_start_methods() else 1
@@ -114,14 +130,11 @@ def _batch(
 def _in_workers(
     jobs: Sequence[tuple[int, FeedSpec, bytes]], now: datetime, max_entries: int, workers: int
 ) -> list[tuple[int, ParseResult]]:
-    """Forked workers (they inherit the imported parser: no start-up); a batch whose worker
-    failed (it died, say) is parsed here instead, so each feed still gets its own result."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
+    """Batches in forked workers; a batch whose worker failed (it died, say) is parsed here
+    instead, so each feed still gets its own result."""
     batches = [jobs[k :: workers * 4] for k in range(workers * 4) if jobs[k :: workers * 4]]
     done: list[tuple[int, ParseResult]] = []
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with _pool(workers) as pool:
         futures: list[Future[list[tuple[int, ParseResult]]] | None] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: the workers only parse
@@ -156,15 +169,10 @@ class Parsing:
         self.jobs: dict[int, tuple[FetchResult, Future[list[tuple[int, ParseResult]]] | None, int]] = {}
         self.waiting: list[FetchResult] = []
         self.pool: ProcessPoolExecutor | None = None
-        # fork only from a single-threaded process (see parse_all)
-        many = bodies >= 2 * PARALLEL_MIN and threading.active_count() == 1
-        workers = min(_cores(), bodies // PARALLEL_MIN) if many else 1
+        workers = _workers(bodies)
         self.batch = max(1, bodies // (workers * 8))
         if workers > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            self.pool = _pool(workers)
             try:  # the first submit forks every worker, now; each imports feedparser while the fetch waits
                 for _ in range(workers):
                     self.pool.submit(_warm)
