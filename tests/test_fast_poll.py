@@ -11,8 +11,10 @@ import os
 import shutil
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,40 @@ def _serial(fetched: list[FetchResult]) -> list[Any]:
     return [parse.parse_feed(r.feed, r.body, NOW) if r.body else None for r in fetched]
 
 
+class _Fatal(FeedSpec):
+    """Kills the worker process that unpickles it (as an out-of-memory kill would)."""
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (3,))
+
+
+def _with_a_fatal_feed() -> list[FetchResult]:
+    """`_fetched(40)` with feed 7 replaced by one whose worker dies, and whose body must still be parsed."""
+    fetched = _fetched(40)
+    fetched[7] = FetchResult(_Fatal("fatal", "http://feeds.test/fatal"), rss(item("Still here", "s")), status=200)
+    return fetched
+
+
+def _forks() -> list[int]:
+    """A list that grows by one at every fork of this process from now on."""
+    forked: list[int] = []
+    os.register_at_fork(after_in_parent=lambda: forked.append(1))
+    return forked
+
+
+@contextmanager
+def _another_thread() -> Iterator[None]:
+    """Another thread runs meanwhile (as the daemon's scheduler and web threads do)."""
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait, daemon=True)
+    helper.start()
+    try:
+        yield
+    finally:
+        release.set()
+        helper.join()
+
+
 def test_parse_all_matches_parsing_each_feed_in_order() -> None:
     fetched = _fetched(40)  # 32 bodies: enough for worker processes on a machine with 2+ cores
     results = parse.parse_all(fetched, NOW)
@@ -56,14 +92,7 @@ def test_parse_all_matches_parsing_each_feed_in_order() -> None:
 
 
 def test_a_dead_worker_loses_no_feed(caplog: pytest.LogCaptureFixture) -> None:
-    class Fatal(FeedSpec):
-        """Kills the worker process that unpickles it (as an out-of-memory kill would)."""
-
-        def __reduce__(self) -> Any:
-            return (os._exit, (3,))
-
-    fetched = _fetched(40)
-    fetched[7] = FetchResult(Fatal("fatal", "http://feeds.test/fatal"), rss(item("Still here", "s")), status=200)
+    fetched = _with_a_fatal_feed()
     with caplog.at_level(logging.WARNING, logger="digest.parse"):
         results = parse.parse_all(fetched, NOW)
     assert results == _serial(fetched)
@@ -134,28 +163,12 @@ def test_https_verifies_the_certificate_and_its_host_name(
 
 def test_no_fork_from_a_process_with_other_threads() -> None:
     """The daemon has scheduler and web threads: a fork there could deadlock a worker."""
-    import threading
-
     assert threading.active_count() == 1  # control: the parallel path is open here
-    release = threading.Event()
-    helper = threading.Thread(target=release.wait, daemon=True)
-    helper.start()
-    try:
-        fetched = _fetched(40)
-        forked: list[int] = []
-        os.register_at_fork(after_in_parent=lambda: forked.append(1))
+    fetched = _fetched(40)
+    forked = _forks()
+    with _another_thread():
         assert parse.parse_all(fetched, NOW) == _serial(fetched)
-        assert forked == []
-    finally:
-        release.set()
-        helper.join()
-
-
-def _forks() -> list[int]:
-    """A list that grows by one at every fork of this process from now on."""
-    forked: list[int] = []
-    os.register_at_fork(after_in_parent=lambda: forked.append(1))
-    return forked
+    assert forked == []
 
 
 def test_parsing_during_the_fetch_matches_parsing_each_feed_in_order() -> None:
@@ -177,12 +190,7 @@ def test_parsing_during_the_fetch_matches_parsing_each_feed_in_order() -> None:
 
 
 def test_parsing_during_the_fetch_loses_no_feed_when_a_worker_dies(caplog: pytest.LogCaptureFixture) -> None:
-    class Fatal(FeedSpec):
-        def __reduce__(self) -> Any:
-            return (os._exit, (3,))
-
-    fetched = _fetched(40)
-    fetched[7] = FetchResult(Fatal("fatal", "http://feeds.test/fatal"), rss(item("Still here", "s")), status=200)
+    fetched = _with_a_fatal_feed()
     with caplog.at_level(logging.WARNING, logger="digest.parse"), parse.Parsing(NOW, bodies=40) as parsing:
         for result in fetched:
             parsing.take(result)
@@ -195,8 +203,6 @@ def test_parsing_during_the_fetch_loses_no_feed_when_a_worker_dies(caplog: pytes
 
 def test_parsing_forks_nothing_when_few_bodies_are_expected_or_threads_run() -> None:
     """A poll of feeds that all revalidate (304s expected) or a daemon with threads: no pool."""
-    import threading
-
     fetched = _fetched(40)
     forked = _forks()
     with parse.Parsing(NOW, bodies=3) as parsing:  # most feeds have an ETag to revalidate
@@ -204,18 +210,11 @@ def test_parsing_forks_nothing_when_few_bodies_are_expected_or_threads_run() -> 
             parsing.take(result)
         assert parsing.results(fetched[:10]) == _serial(fetched[:10])  # few bodies: parsed here
     assert forked == []
-    release = threading.Event()
-    helper = threading.Thread(target=release.wait, daemon=True)
-    helper.start()
-    try:
-        with parse.Parsing(NOW, bodies=40) as parsing:
-            for result in fetched:
-                parsing.take(result)
-            assert parsing.results(fetched) == _serial(fetched)
-        assert forked == []
-    finally:
-        release.set()
-        helper.join()
+    with _another_thread(), parse.Parsing(NOW, bodies=40) as parsing:
+        for result in fetched:
+            parsing.take(result)
+        assert parsing.results(fetched) == _serial(fetched)
+    assert forked == []
 
 
 def test_a_first_poll_of_many_feeds_stores_every_entry(tmp_path: Path) -> None:
