@@ -17,6 +17,8 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
+import numpy as np
+
 from digest.group import _cluster
 from digest.models import Entry
 
@@ -49,7 +51,8 @@ def cluster(entries: Sequence[Entry], threshold: float = THRESHOLD) -> list[list
         for a, (i, xi) in enumerate(posting):
             for j, xj in posting[a + 1 :]:
                 sims[i * n + j] += xi * xj
-    labels = _cluster(n, dict(sims), (), threshold, 1.0)
+    keys = np.array(sorted(sims), dtype=np.int64)
+    labels = _cluster(n, keys, np.array([sims[k] for k in keys.tolist()]), (), threshold, 1.0)
     groups: dict[int, list[str]] = defaultdict(list)
     for entry, label in zip(entries, labels, strict=True):
         groups[label].append(entry.id)

@@ -31,7 +31,6 @@ newest lead, lead id. ``terms`` are the shared terms that tied a story, best fir
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 import re
@@ -39,6 +38,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import numpy as np
 
 from digest import textproc
 from digest.models import Entry, Joined, Story, link_key, outlet_key
@@ -74,6 +75,7 @@ class Tuning:
 
 TUNING = Tuning()
 MAX_TERMS = 5
+LEDE_TOKENS = 100  # the language is detected on the title and this many tokens of the summary
 DAY_EARLY, DAY_LATE = 14 * 3600.0, 36 * 3600.0  # a date-only stamp: its day in UTC+14 .. UTC-12
 _URL = re.compile(r"(?:https?://|www\.)\S+")
 
@@ -104,8 +106,9 @@ def group(
     docs, names = _docs(items, tuning)
     vectors = _vectors(docs, names, tuning)
     outlets = [outlet_key(e.feed) for e in items]
-    sims = _similarities(items, outlets, docs, names, vectors, tuning)
-    labels = _cluster(len(items), sims, _duplicates(items), settings.threshold, tuning.linkage)
+    pairs, scores = _similarities(items, outlets, docs, names, vectors, tuning)
+    labels = _cluster(len(items), pairs, scores, _duplicates(items), settings.threshold, tuning.linkage)
+    sims = dict(zip(pairs.tolist(), scores.tolist(), strict=True))
     members: dict[int, list[int]] = defaultdict(list)
     for index, label in enumerate(labels):
         members[label].append(index)
@@ -124,9 +127,9 @@ def _canonical(entry: Entry) -> tuple[str, ...]:
             e.summary_html, "\n".join(e.categories), e.image or "", e.image_alt)  # fmt: skip
 
 
-def _languages(items: list[Entry]) -> list[str | None]:
-    """Each entry's language from its stop words, else its feed's most common one."""
-    own = [textproc.detect(t.lower() for t in textproc.raw_tokens(f"{e.title} {e.summary[:600]}")) for e in items]
+def _languages(items: list[Entry], tokens: list[tuple[list[str], list[str]]]) -> list[str | None]:
+    """Each entry's language from its stop words (title and lede), else its feed's most common one."""
+    own = [textproc.detect(t.lower() for t in [*title, *summary[:LEDE_TOKENS]]) for title, summary in tokens]
     by_feed: dict[str, Counter[str]] = defaultdict(Counter)
     for entry, lang in zip(items, own, strict=True):
         if lang:
@@ -162,11 +165,11 @@ def _drop_repeats(items: list[Entry], texts: list[list[textproc.Word]], tuning: 
 
 
 def _docs(items: list[Entry], tuning: Tuning) -> tuple[list[_Doc], set[str]]:
-    langs = _languages(items)
-    titles = _drop_repeats(items, [textproc.words(e.title, lang) for e, lang in zip(items, langs, strict=True)], tuning)
-    summaries = _drop_repeats(
-        items, [textproc.words(_URL.sub(" ", e.summary), lang) for e, lang in zip(items, langs, strict=True)], tuning
-    )
+    tokens = [(textproc.raw_tokens(e.title), textproc.raw_tokens(_URL.sub(" ", e.summary))) for e in items]
+    langs = _languages(items, tokens)
+    by_lang = list(zip(tokens, langs, strict=True))
+    titles = _drop_repeats(items, [textproc.content(title, lang) for (title, _), lang in by_lang], tuning)
+    summaries = _drop_repeats(items, [textproc.content(summary, lang) for (_, summary), lang in by_lang], tuning)
     raw = [(t, s[: tuning.summary_words]) for t, s in zip(titles, summaries, strict=True)]
     seen: Counter[str] = Counter()
     capital: Counter[str] = Counter()
@@ -279,62 +282,78 @@ def _units(sequence: list[str], shared: set[str] | dict[str, float], names: set[
 
 def _similarities(
     items: list[Entry], outlets: list[str], docs: list[_Doc], names: set[str], vectors: list[Vector], tuning: Tuning
-) -> dict[int, float]:
-    """Damped cosine, keyed i * n + j (i < j), for pairs sharing a term within the horizon."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pair keys i * n + j (i < j, ascending) and their damped cosines, for pairs sharing a
+    term within the horizon.
+
+    Array arithmetic (NumPy) over the postings: a busy day has millions of term-sharing
+    pairs, too many for a Python loop. Products are summed in term, time, entry order,
+    the order a loop over sorted postings would use, so the scores do not depend on it.
+    """
     n = len(items)
-    spans = [_span(e.published) for e in items]
-    postings: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
-    for index, vector in enumerate(vectors):
-        for k, weight in vector.items():
-            postings[k].append((spans[index][0], index, weight))
+    sizes = [len(v) for v in vectors]
+    if n < 2 or not any(sizes):
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    spans = np.array([_span(e.published) for e in items], dtype=np.float64)
+    starts, ends = spans[:, 0], spans[:, 1]
+    terms = sorted({k for v in vectors for k in v})
+    term_id = {k: t for t, k in enumerate(terms)}
+    total = sum(sizes)
+    p_term = np.fromiter((term_id[k] for v in vectors for k in v), np.int64, total)
+    p_entry = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    p_weight = np.fromiter((w for v in vectors for w in v.values()), np.float64, total)
+    # Times as ranks among the distinct start times: exact comparisons on small integers.
+    moments = np.unique(starts)
     horizon = (tuning.near_hours + tuning.decay_hours * math.log(100.0)) * 3600.0
-    # A term held by more than `candidate_cap` entries within the time horizon of one entry
-    # is a topic there, not an event: it adds nothing to that entry's pairs. This bounds the
-    # work per entry, so a batch that crowds thousands of reports of one topic into one day
-    # still groups in near-linear time.
-    cap = tuning.candidate_cap
-    dots: dict[int, float] = {}
-    get = dots.get
-    for k in sorted(postings):
-        posting = postings[k]
-        posting.sort()
-        size = len(posting)
-        starts = [p[0] for p in posting] if size > cap else []
-        for a in range(size - 1):
-            _, i, wi = posting[a]
-            limit = spans[i][1] + horizon
-            end = bisect.bisect_right(starts, limit, a + 1) if starts else size
-            if end - a - 1 > cap:
-                continue
-            for b in range(a + 1, end):
-                start, j, wj = posting[b]
-                if start > limit:
-                    break
-                key = i * n + j if i < j else j * n + i
-                dots[key] = get(key, 0.0) + wi * wj
-    sims: dict[int, float] = {}
+    start_rank = np.searchsorted(moments, starts[p_entry])
+    limit_rank = np.searchsorted(moments, ends[p_entry] + horizon, side="right") - 1
+    order = np.lexsort((p_entry, start_rank, p_term))
+    p_term, p_entry, p_weight = p_term[order], p_entry[order], p_weight[order]
+    start_rank, limit_rank = start_rank[order], limit_rank[order]
+    width = np.int64(len(moments) + 1)
+    position = p_term * width + start_rank
+    # Each posting pairs with the later postings of its term inside its horizon. A term held
+    # by more than `candidate_cap` entries within one entry's horizon is a topic there, not
+    # an event: it adds nothing to that entry's pairs. This bounds the work per entry, so a
+    # batch crowding thousands of reports of one topic into one day stays near-linear.
+    stop = np.searchsorted(position, p_term * width + limit_rank, side="right")
+    count = stop - np.arange(total) - 1
+    count[count > tuning.candidate_cap] = 0
+    first = np.repeat(np.arange(total), count)
+    offsets = np.arange(len(first)) - np.repeat(np.cumsum(count) - count, count)
+    second = first + 1 + offsets
+    i, j = p_entry[first], p_entry[second]
+    keys = np.minimum(i, j) * n + np.maximum(i, j)
+    product = p_weight[first] * p_weight[second]
+    gluey = np.array([k in names or k[0] == "#" for k in terms], dtype=np.float64)[p_term[first]]
+    pairs, slot = np.unique(keys, return_inverse=True)
+    dots = np.bincount(slot, weights=product)
+    squares = np.bincount(slot, weights=product * product)
+    glued = np.bincount(slot, weights=gluey)
+    plain = np.bincount(slot, weights=1.0 - gluey)
+    keep = dots >= tuning.min_dot
+    pairs, dots, squares, glued, plain = pairs[keep], dots[keep], squares[keep], glued[keep], plain[keep]
+    i, j = pairs // n, pairs % n
+    hours = np.maximum(0.0, np.maximum(starts[i] - ends[j], starts[j] - ends[i])) / 3600.0
+    factor = np.where(hours <= tuning.near_hours, 1.0, np.exp(-(hours - tuning.near_hours) / tuning.decay_hours))
+    outlet_id = {o: t for t, o in enumerate(sorted(set(outlets)))}
+    outlet = np.array([outlet_id[o] for o in outlets], dtype=np.int64)
+    factor[outlet[i] == outlet[j]] *= tuning.same_outlet
+    # Evidence: the effective number of shared terms (one dominant term counts once), and
+    # no more than the independent pieces among them (_units). A run of shared names counts
+    # once, but every shared plain word and the first name always count, so _units runs only
+    # where that lower bound leaves the answer open.
+    units = np.ceil(dots * dots / squares - 0.25)
+    bound = plain + np.minimum(glued, 1.0)
     sequences = [doc.sequence() for doc in docs]
-    for key, dot in dots.items():
-        if dot < tuning.min_dot:
-            continue
-        i, j = divmod(key, n)
-        (si, ei), (sj, ej) = spans[i], spans[j]
-        hours = max(0.0, si - ej, sj - ei) / 3600.0
-        factor = 1.0 if hours <= tuning.near_hours else math.exp(-(hours - tuning.near_hours) / tuning.decay_hours)
-        if outlets[i] == outlets[j]:
-            factor *= tuning.same_outlet
-        if len(vectors[i]) > len(vectors[j]):
-            i, j = j, i
-        common = vectors[j].keys() & vectors[i].keys()
-        vi, vj = vectors[i], vectors[j]
-        spread = dot * dot / sum((vi[k] * vj[k]) ** 2 for k in common)  # effective number of shared terms
-        units = math.ceil(spread - 0.25)
-        if units > 1:
-            units = min(units, _units(sequences[i], common, names))
-        if units < 3:
-            factor *= tuning.single_term if units < 2 else tuning.two_terms
-        sims[key] = dot * factor
-    return sims
+    for index in np.flatnonzero((units > 1) & (bound < np.minimum(units, 3.0))).tolist():
+        a, b = int(i[index]), int(j[index])
+        if sizes[a] > sizes[b]:
+            a, b = b, a
+        common = vectors[b].keys() & vectors[a].keys()
+        units[index] = min(units[index], _units(sequences[a], common, names))
+    factor *= np.where(units < 2, tuning.single_term, np.where(units < 3, tuning.two_terms, 1.0))
+    return pairs, dots * factor
 
 
 def _duplicates(items: list[Entry]) -> list[tuple[int, int]]:
@@ -355,18 +374,41 @@ def _duplicates(items: list[Entry]) -> list[tuple[int, int]]:
 class _Clusters:
     """Sparse agglomeration state: sizes, and cross sums between live clusters."""
 
-    def __init__(self, n: int, sims: dict[int, float], power: float) -> None:
+    def __init__(self, n: int, pairs: np.ndarray, scores: np.ndarray, power: float) -> None:
         self.parent = list(range(n))
         self.size = [1] * n
         self.power = power
         self.scale = [1.0] * n  # 1 / size ** power: linkage = cross * scale[a] * scale[b]
         self.version = [0] * n
-        self.links: list[dict[int, float]] = [{} for _ in range(n)]
-        for key, s in sims.items():
-            if s > 0:
-                i, j = divmod(key, n)
-                self.links[i][j] = s
-                self.links[j][i] = s
+        # Each item's links in pair-key order, built from arrays (a busy day has ~10^5-10^6).
+        keep = scores > 0
+        pairs, scores = pairs[keep], scores[keep]
+        src = np.concatenate((pairs // n, pairs % n))
+        order = np.lexsort((np.concatenate((pairs, pairs)), src))
+        self.src = src[order]
+        self.dst = np.concatenate((pairs % n, pairs // n))[order]
+        self.score = np.concatenate((scores, scores))[order]
+        self.bounds = np.searchsorted(self.src, np.arange(n + 1)).tolist()
+        dst, score, bounds = self.dst.tolist(), self.score.tolist(), self.bounds
+        self.links: list[dict[int, float]] = [
+            dict(zip(dst[bounds[a] : bounds[a + 1]], score[bounds[a] : bounds[a + 1]], strict=True)) for a in range(n)
+        ]
+
+    def first_best(self) -> tuple[list[float], list[int]]:
+        """Each singleton's best link and partner (the first in key order among equals), or -1."""
+        n = len(self.parent)
+        top, partner = [-1.0] * n, [-1] * n
+        if not len(self.src):
+            return top, partner
+        starts = np.flatnonzero(np.r_[True, self.src[1:] != self.src[:-1]])
+        nodes = self.src[starts]
+        peak = np.maximum.reduceat(self.score, starts)
+        counts = np.diff(np.r_[starts, len(self.src)])
+        at_peak = np.where(self.score == np.repeat(peak, counts), np.arange(len(self.src)), len(self.src))
+        first = np.minimum.reduceat(at_peak, starts)
+        for node, value, other in zip(nodes.tolist(), peak.tolist(), self.dst[first].tolist(), strict=True):
+            top[node], partner[node] = value, other
+        return top, partner
 
     def find(self, i: int) -> int:
         while self.parent[i] != i:
@@ -396,25 +438,31 @@ class _Clusters:
 
 def _cluster(
     n: int,
-    sims: dict[int, float],
+    pairs: np.ndarray,
+    scores: np.ndarray,
     forced: Iterable[tuple[int, int]],
     threshold: float,
     power: float,
 ) -> list[int]:
-    """Best-first agglomeration; returns a label per item.
+    """Best-first agglomeration over pair keys i * n + j and their scores; a label per item.
 
     The heap holds each cluster's best neighbour, not every pair: after a merge only the
     survivor is rescanned, and a neighbour is re-queued when the survivor beats its best.
     A popped entry whose partner has changed since is rescanned then.
     """
-    state = _Clusters(n, sims, power)
+    state = _Clusters(n, pairs, scores, power)
+    links, version, parent, scale = state.links, state.version, state.parent, state.scale
+    best, partner = state.first_best()
+    touched: set[int] = set()  # forced merges change these items' links: they are rescanned
     for i, j in forced:
         a, b = state.find(i), state.find(j)
         if a != b:
+            touched.update((a, b), links[a], links[b])
             state.merge(a, b)
-    links, version, parent, scale = state.links, state.version, state.parent, state.scale
-    best = [-1.0] * n
-    heap: list[tuple[float, int, int, int, int]] = []
+    heap: list[tuple[float, int, int, int, int]] = [
+        (-best[a], a, partner[a], 0, 0) for a in range(n) if best[a] >= threshold and a not in touched
+    ]
+    heapq.heapify(heap)
 
     def rescan(a: int, update: bool = False) -> None:
         top, partner, sa = -1.0, -1, scale[a]
@@ -430,7 +478,7 @@ def _cluster(
         if top >= threshold:
             heapq.heappush(heap, (-top, a, partner, version[a], version[partner]))
 
-    for a in range(n):
+    for a in sorted(touched):
         if parent[a] == a:
             rescan(a)
     while heap:

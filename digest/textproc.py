@@ -22,9 +22,8 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import snowballstemmer
 
@@ -69,7 +68,9 @@ _STOP_WORDS: dict[str, str] = {
 }
 # fmt: on
 STOP: dict[str, frozenset[str]] = {lang: frozenset(words.split()) for lang, words in _STOP_WORDS.items()}
-_ALL_STOP = frozenset().union(*STOP.values())
+_LANGS_OF: dict[str, tuple[str, ...]] = {
+    word: tuple(lang for lang, stop in STOP.items() if word in stop) for word in frozenset().union(*STOP.values())
+}
 
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(
@@ -81,12 +82,12 @@ _CODE = re.compile(r"\b([A-Za-z]{1,6})-(\d{1,3})\b")
 _BREAKS = frozenset('.!?;:"|\n')
 
 
-@dataclass(frozen=True, slots=True)
-class Word:
+class Word(NamedTuple):
     """One content word of a text, before the batch decides whether it is a name.
 
     `cap` is True/False when running text shows its capitalisation mid-sentence, None
-    when it cannot (sentence start, Title Case or ALL CAPS text, CJK, numbers).
+    when it cannot (sentence start, Title Case or ALL CAPS text, CJK, numbers). A tuple,
+    not a dataclass: a busy day makes hundreds of thousands of them.
     """
 
     lower: str
@@ -121,10 +122,8 @@ def detect(words: Iterable[str]) -> str | None:
     """The language whose stop words `words` (lower case) use most; None below two hits."""
     hits: Counter[str] = Counter()
     for word in words:
-        if word in _ALL_STOP:
-            for lang, stop in STOP.items():
-                if word in stop:
-                    hits[lang] += 1
+        for lang in _LANGS_OF.get(word, ()):
+            hits[lang] += 1
     if not hits:
         return None
     (lang, top), *rest = [*hits.most_common(2), ("", 0)]
@@ -141,43 +140,58 @@ def raw_tokens(text: str) -> list[str]:
 
 def words(text: str, lang: str | None) -> list[Word]:
     """Content words of `text` with their capitalisation evidence (see Word)."""
-    tokens = raw_tokens(text)
+    return content(raw_tokens(text), lang)
+
+
+def content(tokens: list[str], lang: str | None) -> list[Word]:
+    """Content words of a text's `raw_tokens`, for a caller that already has them."""
     alpha = [t for t in tokens if len(t) > 3 and t[0].isalpha() and not _CJK_RUN.match(t)]
     title_case = bool(alpha) and sum(t[0].isupper() for t in alpha) > len(alpha) / 2
     shouting = bool(alpha) and sum(t.isupper() for t in alpha) > len(alpha) / 2
-    stop = STOP.get(lang or "", STOP["english"]) if lang else frozenset()
+    evidence = not (title_case or shouting)
     out: list[Word] = []
     start = True
     for token in tokens:
-        if token in _BREAKS:
+        kind, ready, lower, stem_, upper = _token(lang, token)
+        if kind == "b":
             start = True
             continue
-        first = token[0]
-        if _CJK_RUN.match(first):
-            run = token
-            grams = [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
-            out.extend(Word(g, g, None, "c") for g in grams)
-            start = False
-            continue
-        if first.isdigit():
-            if len(token) > 1:  # one digit says nothing
-                out.append(Word(token, token.rstrip("%").replace(",", ""), None, "n"))
-            start = False
-            continue
-        lower = token.lower()
-        if lower.endswith("'s"):
-            lower, token = lower[:-2], token[:-2]
-        lower = lower.replace("'", "")
-        if len(lower) > 1 and lower not in stop and lower not in _ALL_STOP_EN:
-            cap: bool | None = None
-            if not (title_case or shouting):
-                if token.isupper() and len(token) > 1:
-                    cap = True
-                elif not start:
-                    cap = first.isupper()
-            out.append(Word(fold(lower), fold(stem(lang, lower)), cap))
+        if ready:
+            out.extend(ready)
+        elif lower:
+            if evidence and upper:  # ALL CAPS in running text: a name ("NASA")
+                out.append(Word(lower, stem_, True))
+            else:
+                out.append(Word(lower, stem_, None if not evidence or start else token[0].isupper()))
         start = False
     return out
+
+
+@lru_cache(maxsize=1 << 18)
+def _token(lang: str | None, token: str) -> tuple[str, tuple[Word, ...], str, str, bool]:
+    """What one token is in `lang`, cached: a day's feeds repeat the same few thousand tokens.
+
+    A sentence break ("b"); CJK bigrams ("c") or a number ("n") as ready Words; a word
+    ("w") as its folded lower case, folded stem and whether it is written in capitals
+    (lower case "" for a stop word): its `cap` depends on where it stands.
+    """
+    if token in _BREAKS:
+        return "b", (), "", "", False
+    first = token[0]
+    if _CJK_RUN.match(first):
+        grams = [token] if len(token) == 1 else [token[i : i + 2] for i in range(len(token) - 1)]
+        return "c", tuple(Word(g, g, None, "c") for g in grams), "", "", False
+    if first.isdigit():  # one digit says nothing
+        number = (Word(token, token.rstrip("%").replace(",", ""), None, "n"),) if len(token) > 1 else ()
+        return "n", number, "", "", False
+    lower = token.lower()
+    if lower.endswith("'s"):
+        lower, token = lower[:-2], token[:-2]
+    lower = lower.replace("'", "")
+    stop = STOP.get(lang, STOP["english"]) if lang else frozenset()
+    if len(lower) < 2 or lower in stop or lower in _ALL_STOP_EN:
+        return "w", (), "", "", False
+    return "w", (), fold(lower), fold(stem(lang, lower)), token.isupper() and len(token) > 1
 
 
 _ALL_STOP_EN = STOP["english"]  # English stop words go everywhere: feeds mix English into any language
