@@ -61,6 +61,7 @@ class Tuning:
     single_term: float = 0.5  # factor for a pair sharing one unit of evidence
     two_terms: float = 0.8  # ... two units
     min_dot: float = 0.03  # pairs below this never link
+    min_score: float = 0.03  # ... nor below this after the time, outlet and evidence factors
     near_hours: float = 6.0
     decay_hours: float = 18.0
     linkage: float = 0.85  # exponent on |A|*|B|: 1 average linkage, 0.5 centroid-like (big stories absorb)
@@ -107,12 +108,15 @@ def group(
     vectors = _vectors(docs, names, tuning)
     outlets = [outlet_key(e.feed) for e in items]
     pairs, scores = _similarities(items, outlets, docs, names, vectors, tuning)
+    if tuning.min_score > 0:
+        keep = scores >= tuning.min_score
+        pairs, scores = pairs[keep], scores[keep]
     labels = _cluster(len(items), pairs, scores, _duplicates(items), settings.threshold, tuning.linkage)
-    sims = dict(zip(pairs.tolist(), scores.tolist(), strict=True))
+    agreement = _agreement(len(items), pairs, scores, labels)
     members: dict[int, list[int]] = defaultdict(list)
     for index, label in enumerate(labels):
         members[label].append(index)
-    stories = (_story(items, docs, vectors, sims, m) for m in members.values())
+    stories = (_story(items, docs, vectors, agreement, m) for m in members.values())
     return tuple(sorted(stories, key=_story_order))
 
 
@@ -492,8 +496,14 @@ def _cluster(
     return [state.find(i) for i in range(n)]
 
 
-def _pair(sims: dict[int, float], n: int, i: int, j: int) -> float:
-    return sims.get(i * n + j if i < j else j * n + i, 0.0)
+def _agreement(n: int, pairs: np.ndarray, scores: np.ndarray, labels: list[int]) -> list[float]:
+    """Each item's summed pair score with the other members of its story."""
+    label = np.array(labels, dtype=np.int64)
+    first, second = pairs // n, pairs % n
+    inside = label[first] == label[second]
+    total = np.bincount(first[inside], weights=scores[inside], minlength=n)
+    total += np.bincount(second[inside], weights=scores[inside], minlength=n)
+    return [float(x) for x in total.tolist()]
 
 
 # --------------------------------------------------------------------------- stories
@@ -508,12 +518,10 @@ def _also_key(entry: Entry) -> tuple[int, float, str]:
 
 
 def _story(
-    items: list[Entry], docs: list[_Doc], vectors: list[Vector], sims: dict[int, float], members: list[int]
+    items: list[Entry], docs: list[_Doc], vectors: list[Vector], agreement: list[float], members: list[int]
 ) -> Story:
-    n = len(items)
     # The lead is the report the others agree with most (after the editor's priority), so that
     # "Also covered by" reads against the story's core, not a side report that joined it.
-    agreement = {i: sum(_pair(sims, n, i, j) for j in members if j != i) for i in members}
     ordered = sorted(members, key=lambda i: (-items[i].priority, -round(agreement[i], 6), *_lead_key(items[i])[1:]))
     lead = ordered[0]
     also = sorted(ordered[1:], key=lambda i: _also_key(items[i]))

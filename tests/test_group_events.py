@@ -13,6 +13,7 @@ import html
 import re
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -224,7 +225,34 @@ def test_language_detection_and_stemming_per_language() -> None:
     assert textproc.detect(["the", "firefighters", "evacuated", "the", "buildings", "in", "the", "night"]) == "english"
     assert textproc.detect(["xq", "zz"]) is None
     assert textproc.stem("french", "immeubles") == textproc.stem("french", "immeuble")
-    assert textproc.stem("english", "protesters") == textproc.stem("english", "protesters")
+    assert textproc.stem("english", "protests") == textproc.stem("english", "protest") != "protests"
+
+
+def test_general_word_frequencies_match_wordfreq_and_grouping_does_not_import_it() -> None:
+    """textproc reads wordfreq's data file itself (importing wordfreq costs 0.25 s): the
+    values must be wordfreq's own, in every language the detector knows."""
+    import math
+    import subprocess
+    import sys
+
+    import wordfreq
+
+    for lang, code in textproc._WORDFREQ.items():
+        table = wordfreq.get_frequency_dict(code, wordlist="small")
+        sample = list(table)[::97]
+        assert len(sample) > 100
+        for word in sample:
+            assert textproc.zipf(lang, word) == pytest.approx(math.log10(table[word] * 1e9), abs=1e-9), (lang, word)
+    assert textproc.zipf("english", "the") > 7 > textproc.zipf("english", "giant") > 3
+    assert textproc.zipf("english", "qwxzzyq") == 0.0
+    code = (
+        "import sys; from datetime import datetime, UTC; from digest.group import group; from digest.models import Entry\n"
+        "e = [Entry(id=str(i), feed=f'https://site{i}.example/feed', title='Giant forest fire spreads', summary='', link='', guid='',"
+        " published=datetime(2026, 6, 2, tzinfo=UTC)) for i in range(3)]\n"
+        "assert len(group(e)) == 1; print('wordfreq' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_names_are_not_stemmed_but_words_are() -> None:
