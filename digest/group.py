@@ -31,13 +31,16 @@ newest lead, lead id. ``terms`` are the shared terms that tied a story, best fir
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 
 import numpy as np
 
@@ -101,6 +104,27 @@ def group(
     entries: Sequence[Entry], settings: GroupingSettings = GroupingSettings(), tuning: Tuning = TUNING
 ) -> tuple[Story, ...]:
     """Group `entries` into stories; see the module docstring for the rules."""
+    with _collector_paused():
+        return _group(entries, settings, tuning)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while the stage runs.
+
+    A busy day makes millions of small tuples, dicts and lists and no reference cycles;
+    with the collector on, its repeated scans of them took about 13 % of the stage.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _group(entries: Sequence[Entry], settings: GroupingSettings, tuning: Tuning) -> tuple[Story, ...]:
     items = sorted(entries, key=_canonical)
     if not items:
         return ()
@@ -133,7 +157,7 @@ def _canonical(entry: Entry) -> tuple[str, ...]:
 
 def _languages(items: list[Entry], tokens: list[tuple[list[str], list[str]]]) -> list[str | None]:
     """Each entry's language from its stop words (title and lede), else its feed's most common one."""
-    own = [textproc.detect(t.lower() for t in [*title, *summary[:LEDE_TOKENS]]) for title, summary in tokens]
+    own = [textproc.detect(map(str.lower, [*title, *summary[:LEDE_TOKENS]])) for title, summary in tokens]
     by_feed: dict[str, Counter[str]] = defaultdict(Counter)
     for entry, lang in zip(items, own, strict=True):
         if lang:
@@ -153,17 +177,19 @@ def _drop_repeats(items: list[Entry], texts: list[list[textproc.Word]], tuning: 
     distinct: set[tuple[str, tuple[str, ...]]] = set()  # a text published twice is one text
     for entry, text in zip(items, texts, strict=True):
         keys = [w.lower for w in text]
-        own = [(keys[i], keys[i + 1], keys[i + 2]) for i in range(len(keys) - 2)]
+        own = list(zip(keys, keys[1:], keys[2:], strict=False))  # the three-word phrases
         grams.append(own)
         if (entry.feed, tuple(keys)) not in distinct:
             distinct.add((entry.feed, tuple(keys)))
-            count.update((entry.feed, g) for g in set(own))
+            count.update(zip(repeat(entry.feed), set(own)))
+    furniture = {key for key, n in count.items() if n >= tuning.repeat_min}
     out: list[list[textproc.Word]] = []
     for entry, text, own in zip(items, texts, grams, strict=True):
         drop: set[int] = set()
-        for i, g in enumerate(own):
-            if count[(entry.feed, g)] >= tuning.repeat_min:
-                drop.update((i, i + 1, i + 2))
+        if not furniture.isdisjoint(zip(repeat(entry.feed), own)):
+            for i, g in enumerate(own):
+                if (entry.feed, g) in furniture:
+                    drop.update((i, i + 1, i + 2))
         out.append([w for i, w in enumerate(text) if i not in drop] if drop else text)
     return out
 
@@ -175,24 +201,23 @@ def _docs(items: list[Entry], tuning: Tuning) -> tuple[list[_Doc], set[str]]:
     titles = _drop_repeats(items, [textproc.content(title, lang) for (title, _), lang in by_lang], tuning)
     summaries = _drop_repeats(items, [textproc.content(summary, lang) for (_, summary), lang in by_lang], tuning)
     raw = [(t, s[: tuning.summary_words]) for t, s in zip(titles, summaries, strict=True)]
-    seen: Counter[str] = Counter()
-    capital: Counter[str] = Counter()
-    for title, summary in raw:
-        for w in title + summary:
-            if w.cap is not None:
-                seen[w.lower] += 1
-                capital[w.lower] += w.cap
+    every = [w for title, summary in raw for part in (title, summary) for w in part]
+    seen = Counter(w.lower for w in every if w.cap is not None)
+    capital = Counter(w.lower for w in every if w.cap)
     names = {word for word, n in seen.items() if capital[word] * 2 >= n}
-
-    def key(w: textproc.Word) -> str:
-        return w.lower if w.kind == "c" or w.lower in names else w.stem if w.kind == "w" else "#" + w.stem
-
+    key = {
+        w: w.lower if w.kind == "c" or w.lower in names else w.stem if w.kind == "w" else "#" + w.stem
+        for w in set(every)
+    }
     docs: list[_Doc] = []
     for (title, summary), lang in zip(raw, langs, strict=True):
+        title_keys = [key[w] for w in title]
+        summary_keys = [key[w] for w in summary]
         surface: dict[str, str] = {}
-        for w in title + summary:
-            surface.setdefault(key(w), w.lower)
-        docs.append(_Doc([key(w) for w in title], [key(w) for w in summary], surface, lang))
+        for k, w in zip(title_keys + summary_keys, title + summary, strict=True):
+            if k not in surface:
+                surface[k] = w.lower
+        docs.append(_Doc(title_keys, summary_keys, surface, lang))
     for doc in docs:
         for k in doc.surface:
             if k in names:
@@ -223,21 +248,30 @@ def _vectors(docs: list[_Doc], names: set[str], tuning: Tuning) -> list[Vector]:
         df.update(set(doc.title) | set(doc.summary))
     common = max(tuning.common_min, tuning.common_share * n)
     idf = {k: math.log((n + 1 + tuning.unseen) / (d + 0.5)) for k, d in df.items() if d <= common}
+    boosts: dict[tuple[str | None, str, str], float] = {}
+
+    def boost(lang: str | None, k: str, surface: str) -> float:
+        """Names and numbers weigh more, words common in general use less."""
+        value = tuning.name_weight if k in names else tuning.number_weight if k[0] == "#" else 1.0
+        if k[0] != "#":
+            z = textproc.zipf(lang, surface.lower())
+            value *= min(1.0, max(tuning.zipf_floor, (tuning.common_zipf - z) / tuning.zipf_span))
+        return value
+
     vectors: list[Vector] = []
     for doc in docs:
-        tf: dict[str, float] = defaultdict(float)
-        for k in doc.title:
-            tf[k] += tuning.title_weight
-        for k in doc.summary:
-            tf[k] += 1.0
+        tf: dict[str, float] = dict(Counter(doc.title + doc.summary))  # title terms first, as read
+        if tuning.title_weight != 1.0:
+            for k in doc.title:
+                tf[k] += tuning.title_weight - 1.0
         weights: Vector = {}
         for k, f in tf.items():
             if k in idf:
-                boost = tuning.name_weight if k in names else tuning.number_weight if k[0] == "#" else 1.0
-                if k[0] != "#":
-                    z = textproc.zipf(doc.lang, doc.surface.get(k, k).lower())
-                    boost *= min(1.0, max(tuning.zipf_floor, (tuning.common_zipf - z) / tuning.zipf_span))
-                weights[k] = (1.0 + math.log(f)) * idf[k] * boost
+                key = (doc.lang, k, doc.surface.get(k, k))
+                b = boosts.get(key)
+                if b is None:
+                    b = boosts[key] = boost(*key)
+                weights[k] = (1.0 + math.log(f)) * idf[k] * b
         vectors.append(weights)
     return _unit(vectors)
 
@@ -266,9 +300,10 @@ def _span(moment: datetime) -> tuple[float, float]:
     return stamp, stamp
 
 
-def _units(sequence: list[str], shared: set[str] | dict[str, float], names: set[str]) -> int:
+def _units(sequence: list[str], shared: set[str] | dict[str, float], names: set[str], enough: int = 1 << 30) -> int:
     """Independent pieces of shared evidence: a run of adjacent shared names or numbers
-    ("George Floyd", "Covid 19", "Tiger King") is one piece, each other shared word one."""
+    ("George Floyd", "Covid 19", "Tiger King") is one piece, each other shared word one.
+    Counting stops at `enough`, when the caller needs to know no more."""
     units = 0
     seen: set[str] = set()
     glued = False
@@ -278,6 +313,8 @@ def _units(sequence: list[str], shared: set[str] | dict[str, float], names: set[
             gluey = k in names or k[0] == "#"
             if not (gluey and glued):
                 units += 1
+                if units >= enough:
+                    break
             glued = gluey
         else:
             glued = glued and k in seen and (k in names or k[:1] == "#")
@@ -349,13 +386,16 @@ def _similarities(
     # where that lower bound leaves the answer open.
     units = np.ceil(dots * dots / squares - 0.25)
     bound = plain + np.minimum(glued, 1.0)
-    sequences = [doc.sequence() for doc in docs]
+    sequences: dict[int, list[str]] = {}
     for index in np.flatnonzero((units > 1) & (bound < np.minimum(units, 3.0))).tolist():
         a, b = int(i[index]), int(j[index])
         if sizes[a] > sizes[b]:
             a, b = b, a
+        if a not in sequences:
+            sequences[a] = docs[a].sequence()
         common = vectors[b].keys() & vectors[a].keys()
-        units[index] = min(units[index], _units(sequences[a], common, names))
+        enough = int(min(units[index], 3.0))
+        units[index] = min(units[index], _units(sequences[a], common, names, enough))
     factor *= np.where(units < 2, tuning.single_term, np.where(units < 3, tuning.two_terms, 1.0))
     return pairs, dots * factor
 
@@ -422,15 +462,19 @@ class _Clusters:
 
     def merge(self, a: int, b: int) -> int:
         """Fold the cluster with fewer links into the other; return the survivor."""
-        if len(self.links[a]) < len(self.links[b]) or (len(self.links[a]) == len(self.links[b]) and b < a):
+        links = self.links
+        if len(links[a]) < len(links[b]) or (len(links[a]) == len(links[b]) and b < a):
             a, b = b, a
-        self.links[a].pop(b, None)
-        self.links[b].pop(a, None)
-        for k, s in self.links[b].items():
-            total = self.links[a].get(k, 0.0) + s
-            self.links[a][k] = total
-            self.links[k].pop(b, None)
-            self.links[k][a] = total
+        into, gone = links[a], links[b]
+        into.pop(b, None)
+        gone.pop(a, None)
+        get = into.get
+        for k, s in gone.items():  # the hot loop of a busy day: names bound, links symmetric
+            total = get(k, 0.0) + s
+            into[k] = total
+            other = links[k]
+            del other[b]
+            other[a] = total
         self.links[b] = {}
         self.size[a] += self.size[b]
         self.scale[a] = 1.0 / float(self.size[a]) ** self.power
@@ -470,14 +514,21 @@ def _cluster(
 
     def rescan(a: int, update: bool = False) -> None:
         top, partner, sa = -1.0, -1, scale[a]
-        for k, cross in links[a].items():
-            s = cross * sa * scale[k]
-            if s > top:
-                top, partner = s, k
-            if update and s > best[k]:
-                best[k] = s
-                if s >= threshold:
-                    heapq.heappush(heap, (-s, k, a, version[k], version[a]))
+        if update:
+            va = version[a]
+            for k, cross in links[a].items():
+                s = cross * sa * scale[k]
+                if s > top:
+                    top, partner = s, k
+                if s > best[k]:
+                    best[k] = s
+                    if s >= threshold:
+                        heapq.heappush(heap, (-s, k, a, version[k], va))
+        else:
+            for k, cross in links[a].items():
+                s = cross * sa * scale[k]
+                if s > top:
+                    top, partner = s, k
         best[a] = top
         if top >= threshold:
             heapq.heappush(heap, (-top, a, partner, version[a], version[partner]))
@@ -522,6 +573,8 @@ def _story(
 ) -> Story:
     # The lead is the report the others agree with most (after the editor's priority), so that
     # "Also covered by" reads against the story's core, not a side report that joined it.
+    if len(members) == 1:
+        return Story(lead=items[members[0]])
     ordered = sorted(members, key=lambda i: (-items[i].priority, -round(agreement[i], 6), *_lead_key(items[i])[1:]))
     lead = ordered[0]
     also = sorted(ordered[1:], key=lambda i: _also_key(items[i]))
@@ -542,8 +595,9 @@ def _story(
     for i in also:
         rest = {k: centroid[k] - w for k, w in vectors[i].items()}
         score = agreement[i] / (len(members) - 1)
-        terms = sorted((k for k in vectors[i] if rest[k] > 1e-9), key=lambda k: (-vectors[i][k] * rest[k], k))
-        joined.append(Joined(items[i].id, round(score, 3), tuple(_show(surface, k) for k in terms[:MAX_TERMS])))
+        own = vectors[i]
+        terms = heapq.nsmallest(MAX_TERMS, (k for k in own if rest[k] > 1e-9), key=lambda k: (-own[k] * rest[k], k))
+        joined.append(Joined(items[i].id, round(score, 3), tuple(_show(surface, k) for k in terms)))
     return Story(
         lead=items[lead],
         also=tuple(items[i] for i in also),

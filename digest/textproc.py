@@ -22,6 +22,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
+from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 import snowballstemmer
@@ -119,10 +120,7 @@ def fold(word: str) -> str:
 
 def detect(words: Iterable[str]) -> str | None:
     """The language whose stop words `words` (lower case) use most; None below two hits."""
-    hits: Counter[str] = Counter()
-    for word in words:
-        for lang in _LANGS_OF.get(word, ()):
-            hits[lang] += 1
+    hits = Counter(chain.from_iterable(map(_LANGS_OF.get, words, repeat(()))))
     if not hits:
         return None
     (lang, top), *rest = [*hits.most_common(2), ("", 0)]
@@ -132,8 +130,10 @@ def detect(words: Iterable[str]) -> str | None:
 def raw_tokens(text: str) -> list[str]:
     """Word, number, CJK-run and sentence-break tokens of `text`, in order."""
     text = text.replace("\u2019", "'").replace("\u2018", "'")
-    text = _DOTTED.sub(lambda m: m.group().replace(".", "") + " ", text)
-    text = _CODE.sub(r"\1\2", text)  # COVID-19, G-7, F-35: one term each
+    if "." in text:  # the guards skip a regex scan of most texts
+        text = _DOTTED.sub(lambda m: m.group().replace(".", "") + " ", text)
+    if "-" in text:
+        text = _CODE.sub(r"\1\2", text)  # COVID-19, G-7, F-35: one term each
     return _TOKEN.findall(text)
 
 
@@ -144,14 +144,15 @@ def words(text: str, lang: str | None) -> list[Word]:
 
 def content(tokens: list[str], lang: str | None) -> list[Word]:
     """Content words of a text's `raw_tokens`, for a caller that already has them."""
-    alpha = [t for t in tokens if len(t) > 3 and t[0].isalpha() and not _CJK_RUN.match(t)]
-    title_case = bool(alpha) and sum(t[0].isupper() for t in alpha) > len(alpha) / 2
-    shouting = bool(alpha) and sum(t.isupper() for t in alpha) > len(alpha) / 2
+    found = list(map(_token, repeat(lang), tokens))
+    long = [f for f in found if f[5]]  # words of four letters or more: is the text Title Case or CAPS?
+    title_case = bool(long) and sum(f[6] for f in long) > len(long) / 2
+    shouting = bool(long) and sum(f[7] for f in long) > len(long) / 2
     evidence = not (title_case or shouting)
     out: list[Word] = []
+    append = out.append
     start = True
-    for token in tokens:
-        kind, ready, lower, stem_, upper = _token(lang, token)
+    for kind, ready, lower, stem_, upper, _, initial, _ in found:
         if kind == "b":
             start = True
             continue
@@ -159,38 +160,45 @@ def content(tokens: list[str], lang: str | None) -> list[Word]:
             out.extend(ready)
         elif lower:
             if evidence and upper:  # ALL CAPS in running text: a name ("NASA")
-                out.append(Word(lower, stem_, True))
+                append(Word(lower, stem_, True))
             else:
-                out.append(Word(lower, stem_, None if not evidence or start else token[0].isupper()))
+                append(Word(lower, stem_, None if not evidence or start else initial))
         start = False
     return out
 
 
+_Token = tuple[str, tuple[Word, ...], str, str, bool, bool, bool, bool]
+
+
 @lru_cache(maxsize=1 << 18)
-def _token(lang: str | None, token: str) -> tuple[str, tuple[Word, ...], str, str, bool]:
+def _token(lang: str | None, token: str) -> _Token:
     """What one token is in `lang`, cached: a day's feeds repeat the same few thousand tokens.
 
-    A sentence break ("b"); CJK bigrams ("c") or a number ("n") as ready Words; a word
-    ("w") as its folded lower case, folded stem and whether it is written in capitals
-    (lower case "" for a stop word): its `cap` depends on where it stands.
+    (kind, ready words, lower, stem, upper, long, initial capital, all capitals): a
+    sentence break ("b"); CJK bigrams ("c") or a number ("n") as ready Words; a word ("w")
+    as its folded lower case and stem ("" for a stop word) and whether it is written in
+    capitals (its `cap` depends on where it stands); `long` marks a word of four letters or
+    more, whose case says whether a text is Title Case or ALL CAPS.
     """
     if token in _BREAKS:
-        return "b", (), "", "", False
+        return "b", (), "", "", False, False, False, False
     first = token[0]
     if _CJK_RUN.match(first):
         grams = [token] if len(token) == 1 else [token[i : i + 2] for i in range(len(token) - 1)]
-        return "c", tuple(Word(g, g, None, "c") for g in grams), "", "", False
+        return "c", tuple(Word(g, g, None, "c") for g in grams), "", "", False, False, False, False
     if first.isdigit():  # one digit says nothing
         number = (Word(token, token.rstrip("%").replace(",", ""), None, "n"),) if len(token) > 1 else ()
-        return "n", number, "", "", False
+        return "n", number, "", "", False, False, False, False
+    long, initial, capitals = len(token) > 3 and first.isalpha(), first.isupper(), token.isupper()
     lower = token.lower()
     if lower.endswith("'s"):
         lower, token = lower[:-2], token[:-2]
     lower = lower.replace("'", "")
     stop = STOP.get(lang, STOP["english"]) if lang else frozenset()
     if len(lower) < 2 or lower in stop or lower in _ALL_STOP_EN:
-        return "w", (), "", "", False
-    return "w", (), fold(lower), fold(stem(lang, lower)), token.isupper() and len(token) > 1
+        return "w", (), "", "", False, long, initial, capitals
+    upper = token.isupper() and len(token) > 1
+    return "w", (), fold(lower), fold(stem(lang, lower)), upper, long, initial, capitals
 
 
 _ALL_STOP_EN = STOP["english"]  # English stop words go everywhere: feeds mix English into any language
