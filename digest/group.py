@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import repeat
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -157,7 +157,7 @@ def _canonical(entry: Entry) -> tuple[str, ...]:
 
 def _languages(items: list[Entry], tokens: list[tuple[list[str], list[str]]]) -> list[str | None]:
     """Each entry's language from its stop words (title and lede), else its feed's most common one."""
-    own = [textproc.detect(map(str.lower, [*title, *summary[:LEDE_TOKENS]])) for title, summary in tokens]
+    own = [textproc.detect([*title, *summary[:LEDE_TOKENS]]) for title, summary in tokens]
     by_feed: dict[str, Counter[str]] = defaultdict(Counter)
     for entry, lang in zip(items, own, strict=True):
         if lang:
@@ -337,12 +337,12 @@ def _similarities(
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     spans = np.array([_span(e.published) for e in items], dtype=np.float64)
     starts, ends = spans[:, 0], spans[:, 1]
-    terms = sorted({k for v in vectors for k in v})
+    terms = sorted(set(chain.from_iterable(vectors)))
     term_id = {k: t for t, k in enumerate(terms)}
     total = sum(sizes)
-    p_term = np.fromiter((term_id[k] for v in vectors for k in v), np.int64, total)
+    p_term = np.fromiter(map(term_id.__getitem__, chain.from_iterable(vectors)), np.int64, total)
     p_entry = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    p_weight = np.fromiter((w for v in vectors for w in v.values()), np.float64, total)
+    p_weight = np.fromiter(chain.from_iterable(v.values() for v in vectors), np.float64, total)
     # Times as ranks among the distinct start times: exact comparisons on small integers.
     moments = np.unique(starts)
     horizon = (tuning.near_hours + tuning.decay_hours * math.log(100.0)) * 3600.0

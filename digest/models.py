@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 
 from .settings import FeedSpec, Subscriber
 
@@ -74,6 +75,7 @@ _FEED_QUALIFIER = re.compile(r"\([^)]*\)|\s+(?:-|>|\||–|—)\s.*$|:\s.*$")
 _DOMAIN_TAIL = re.compile(r"\.(?:com|co\.uk|co\.nz|com\.au|org|net|news)\b")
 
 
+@lru_cache(maxsize=4096)  # grouping asks once per report: a day has a few dozen feeds
 def outlet_key(feed_name: str) -> str:
     """The outlet behind a feed's name: an outlet's site and its YouTube channel are one outlet.
 

@@ -69,7 +69,9 @@ _STOP_WORDS: dict[str, str] = {
 # fmt: on
 STOP: dict[str, frozenset[str]] = {lang: frozenset(words.split()) for lang, words in _STOP_WORDS.items()}
 _LANGS_OF: dict[str, tuple[str, ...]] = {
-    word: tuple(lang for lang, stop in STOP.items() if word in stop) for word in frozenset().union(*STOP.values())
+    spelled: tuple(lang for lang, stop in STOP.items() if word in stop)
+    for word in frozenset().union(*STOP.values())
+    for spelled in (word, word.title(), word.upper())  # so that a text's tokens need no lower()
 }
 
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -119,7 +121,7 @@ def fold(word: str) -> str:
 
 
 def detect(words: Iterable[str]) -> str | None:
-    """The language whose stop words `words` (lower case) use most; None below two hits."""
+    """The language whose stop words `words` use most (lower case, Title or CAPS); None below two hits."""
     hits = Counter(chain.from_iterable(map(_LANGS_OF.get, words, repeat(()))))
     if not hits:
         return None
@@ -145,50 +147,50 @@ def words(text: str, lang: str | None) -> list[Word]:
 def content(tokens: list[str], lang: str | None) -> list[Word]:
     """Content words of a text's `raw_tokens`, for a caller that already has them."""
     found = list(map(_token, repeat(lang), tokens))
-    long = [f for f in found if f[5]]  # words of four letters or more: is the text Title Case or CAPS?
-    title_case = bool(long) and sum(f[6] for f in long) > len(long) / 2
-    shouting = bool(long) and sum(f[7] for f in long) > len(long) / 2
+    long = [f for f in found if f[3]]  # words of four letters or more: is the text Title Case or CAPS?
+    title_case = bool(long) and sum(f[4] for f in long) > len(long) / 2
+    shouting = bool(long) and sum(f[5] for f in long) > len(long) / 2
     evidence = not (title_case or shouting)
     out: list[Word] = []
     append = out.append
     start = True
-    for kind, ready, lower, stem_, upper, _, initial, _ in found:
+    for kind, ready, upper, _, initial, _ in found:
         if kind == "b":
             start = True
             continue
-        if ready:
+        if kind != "w":
             out.extend(ready)
-        elif lower:
+        elif ready:  # ready: the word with cap None, True, False
             if evidence and upper:  # ALL CAPS in running text: a name ("NASA")
-                append(Word(lower, stem_, True))
+                append(ready[1])
             else:
-                append(Word(lower, stem_, None if not evidence or start else initial))
+                append(ready[0] if not evidence or start else ready[1] if initial else ready[2])
         start = False
     return out
 
 
-_Token = tuple[str, tuple[Word, ...], str, str, bool, bool, bool, bool]
+_Token = tuple[str, tuple[Word, ...], bool, bool, bool, bool]
 
 
 @lru_cache(maxsize=1 << 18)
 def _token(lang: str | None, token: str) -> _Token:
     """What one token is in `lang`, cached: a day's feeds repeat the same few thousand tokens.
 
-    (kind, ready words, lower, stem, upper, long, initial capital, all capitals): a
-    sentence break ("b"); CJK bigrams ("c") or a number ("n") as ready Words; a word ("w")
-    as its folded lower case and stem ("" for a stop word) and whether it is written in
-    capitals (its `cap` depends on where it stands); `long` marks a word of four letters or
+    (kind, words, upper, long, initial capital, all capitals): a sentence break ("b");
+    CJK bigrams ("c") or a number ("n") as their Words; a word ("w") as its Word with
+    `cap` None, True and False (none for a stop word), for the caller to pick by where it
+    stands, and whether it is written in capitals; `long` marks a word of four letters or
     more, whose case says whether a text is Title Case or ALL CAPS.
     """
     if token in _BREAKS:
-        return "b", (), "", "", False, False, False, False
+        return "b", (), False, False, False, False
     first = token[0]
     if _CJK_RUN.match(first):
         grams = [token] if len(token) == 1 else [token[i : i + 2] for i in range(len(token) - 1)]
-        return "c", tuple(Word(g, g, None, "c") for g in grams), "", "", False, False, False, False
+        return "c", tuple(Word(g, g, None, "c") for g in grams), False, False, False, False
     if first.isdigit():  # one digit says nothing
         number = (Word(token, token.rstrip("%").replace(",", ""), None, "n"),) if len(token) > 1 else ()
-        return "n", number, "", "", False, False, False, False
+        return "n", number, False, False, False, False
     long, initial, capitals = len(token) > 3 and first.isalpha(), first.isupper(), token.isupper()
     lower = token.lower()
     if lower.endswith("'s"):
@@ -196,9 +198,10 @@ def _token(lang: str | None, token: str) -> _Token:
     lower = lower.replace("'", "")
     stop = STOP.get(lang, STOP["english"]) if lang else frozenset()
     if len(lower) < 2 or lower in stop or lower in _ALL_STOP_EN:
-        return "w", (), "", "", False, long, initial, capitals
-    upper = token.isupper() and len(token) > 1
-    return "w", (), fold(lower), fold(stem(lang, lower)), upper, long, initial, capitals
+        return "w", (), False, long, initial, capitals
+    key, stemmed = fold(lower), fold(stem(lang, lower))
+    spelled = (Word(key, stemmed, None), Word(key, stemmed, True), Word(key, stemmed, False))
+    return "w", spelled, token.isupper() and len(token) > 1, long, initial, capitals
 
 
 _ALL_STOP_EN = STOP["english"]  # English stop words go everywhere: feeds mix English into any language
