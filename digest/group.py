@@ -416,7 +416,12 @@ def _duplicates(items: list[Entry]) -> list[tuple[int, int]]:
 
 
 class _Clusters:
-    """Sparse agglomeration state: sizes, and cross sums between live clusters."""
+    """Sparse agglomeration state: sizes, and cross sums between live clusters.
+
+    Built from pair keys i * n + j and their scores: each item's links in key order, and
+    each item's first best link (`best`, `partner`: the first in key order among equals,
+    -1 without links), found on the arrays rather than by scanning every item in Python.
+    """
 
     def __init__(self, n: int, pairs: np.ndarray, scores: np.ndarray, power: float) -> None:
         self.parent = list(range(n))
@@ -424,35 +429,38 @@ class _Clusters:
         self.power = power
         self.scale = [1.0] * n  # 1 / size ** power: linkage = cross * scale[a] * scale[b]
         self.version = [0] * n
-        # Each item's links in pair-key order, built from arrays (a busy day has ~10^5-10^6).
         keep = scores > 0
         pairs, scores = pairs[keep], scores[keep]
         src = np.concatenate((pairs // n, pairs % n))
         order = np.lexsort((np.concatenate((pairs, pairs)), src))
-        self.src = src[order]
-        self.dst = np.concatenate((pairs % n, pairs // n))[order]
-        self.score = np.concatenate((scores, scores))[order]
-        self.bounds = np.searchsorted(self.src, np.arange(n + 1)).tolist()
-        dst, score, bounds = self.dst.tolist(), self.score.tolist(), self.bounds
+        src = src[order]
+        dst = np.concatenate((pairs % n, pairs // n))[order]
+        score = np.concatenate((scores, scores))[order]
+        bounds = np.searchsorted(src, np.arange(n + 1)).tolist()
+        dst_list, score_list = dst.tolist(), score.tolist()
         self.links: list[dict[int, float]] = [
-            dict(zip(dst[bounds[a] : bounds[a + 1]], score[bounds[a] : bounds[a + 1]], strict=True)) for a in range(n)
+            dict(zip(dst_list[bounds[a] : bounds[a + 1]], score_list[bounds[a] : bounds[a + 1]], strict=True))
+            for a in range(n)
         ]
+        self.best, self.partner = [-1.0] * n, [-1] * n
+        if len(src):
+            starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
+            peak = np.maximum.reduceat(score, starts)
+            counts = np.diff(np.r_[starts, len(src)])
+            at_peak = np.where(score == np.repeat(peak, counts), np.arange(len(src)), len(src))
+            first = np.minimum.reduceat(at_peak, starts)
+            for node, value, other in zip(src[starts].tolist(), peak.tolist(), dst[first].tolist(), strict=True):
+                self.best[node], self.partner[node] = value, other
 
-    def first_best(self) -> tuple[list[float], list[int]]:
-        """Each singleton's best link and partner (the first in key order among equals), or -1."""
-        n = len(self.parent)
-        top, partner = [-1.0] * n, [-1] * n
-        if not len(self.src):
-            return top, partner
-        starts = np.flatnonzero(np.r_[True, self.src[1:] != self.src[:-1]])
-        nodes = self.src[starts]
-        peak = np.maximum.reduceat(self.score, starts)
-        counts = np.diff(np.r_[starts, len(self.src)])
-        at_peak = np.where(self.score == np.repeat(peak, counts), np.arange(len(self.src)), len(self.src))
-        first = np.minimum.reduceat(at_peak, starts)
-        for node, value, other in zip(nodes.tolist(), peak.tolist(), self.dst[first].tolist(), strict=True):
-            top[node], partner[node] = value, other
-        return top, partner
+    def force(self, pairs: Iterable[tuple[int, int]]) -> set[int]:
+        """Merge each pair's clusters (exact duplicates); return the items whose links changed."""
+        touched: set[int] = set()
+        for i, j in pairs:
+            a, b = self.find(i), self.find(j)
+            if a != b:
+                touched.update((a, b), self.links[a], self.links[b])
+                self.merge(a, b)
+        return touched
 
     def find(self, i: int) -> int:
         while self.parent[i] != i:
@@ -494,46 +502,45 @@ def _cluster(
 ) -> list[int]:
     """Best-first agglomeration over pair keys i * n + j and their scores; a label per item.
 
+    Items untouched by the forced merges start from their first best link; the others
+    are rescanned."""
+    state = _Clusters(n, pairs, scores, power)
+    touched = state.force(forced)
+    best, partner = state.best, state.partner
+    heap = [(-best[a], a, partner[a], 0, 0) for a in range(n) if best[a] >= threshold and a not in touched]
+    return _agglomerate(state, heap, sorted(touched), threshold)
+
+
+def _agglomerate(
+    state: _Clusters, heap: list[tuple[float, int, int, int, int]], rescan_first: Iterable[int], threshold: float
+) -> list[int]:
+    """Merge the best pair of clusters while its linkage reaches `threshold`; a label per item.
+
     The heap holds each cluster's best neighbour, not every pair: after a merge only the
     survivor is rescanned, and a neighbour is re-queued when the survivor beats its best.
-    A popped entry whose partner has changed since is rescanned then.
+    A popped entry whose partner has changed since is rescanned then. `heap` holds
+    entries (-linkage, a, partner, versions) known at the start; the clusters in
+    `rescan_first` are scanned before the loop.
     """
-    state = _Clusters(n, pairs, scores, power)
-    links, version, parent, scale = state.links, state.version, state.parent, state.scale
-    best, partner = state.first_best()
-    touched: set[int] = set()  # forced merges change these items' links: they are rescanned
-    for i, j in forced:
-        a, b = state.find(i), state.find(j)
-        if a != b:
-            touched.update((a, b), links[a], links[b])
-            state.merge(a, b)
-    heap: list[tuple[float, int, int, int, int]] = [
-        (-best[a], a, partner[a], 0, 0) for a in range(n) if best[a] >= threshold and a not in touched
-    ]
+    links, version, parent, scale, best = state.links, state.version, state.parent, state.scale, state.best
     heapq.heapify(heap)
 
     def rescan(a: int, update: bool = False) -> None:
         top, partner, sa = -1.0, -1, scale[a]
-        if update:
-            va = version[a]
-            for k, cross in links[a].items():
-                s = cross * sa * scale[k]
-                if s > top:
-                    top, partner = s, k
-                if s > best[k]:
-                    best[k] = s
-                    if s >= threshold:
-                        heapq.heappush(heap, (-s, k, a, version[k], va))
-        else:
-            for k, cross in links[a].items():
-                s = cross * sa * scale[k]
-                if s > top:
-                    top, partner = s, k
+        va = version[a]
+        for k, cross in links[a].items():
+            s = cross * sa * scale[k]
+            if s > top:
+                top, partner = s, k
+            if update and s > best[k]:
+                best[k] = s
+                if s >= threshold:
+                    heapq.heappush(heap, (-s, k, a, version[k], va))
         best[a] = top
         if top >= threshold:
-            heapq.heappush(heap, (-top, a, partner, version[a], version[partner]))
+            heapq.heappush(heap, (-top, a, partner, va, version[partner]))
 
-    for a in sorted(touched):
+    for a in rescan_first:
         if parent[a] == a:
             rescan(a)
     while heap:
@@ -544,7 +551,7 @@ def _cluster(
             rescan(a)
         else:
             rescan(state.merge(a, b), update=True)
-    return [state.find(i) for i in range(n)]
+    return [state.find(i) for i in range(len(parent))]
 
 
 def _agreement(n: int, pairs: np.ndarray, scores: np.ndarray, labels: list[int]) -> list[float]:

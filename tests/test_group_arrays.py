@@ -10,7 +10,6 @@ duplicates, and terms crowded past `candidate_cap`.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 from collections import defaultdict
 from dataclasses import replace
@@ -96,43 +95,12 @@ def reference_scores(items: list[Entry], tuning: G.Tuning) -> dict[int, float]:
 
 
 def reference_cluster(n: int, scores: dict[int, float], forced: list[tuple[int, int]], threshold: float) -> list[int]:
-    """Best-first agglomeration that scans every cluster in Python at the start (no arrays)."""
+    """The same agglomeration, started by scanning every cluster in Python (no array shortcut)."""
     keys = np.array(sorted(scores), dtype=np.int64)
     state = G._Clusters(n, keys, np.array([scores[k] for k in keys.tolist()]), G.TUNING.linkage)
-    for i, j in forced:
-        a, b = state.find(i), state.find(j)
-        if a != b:
-            state.merge(a, b)
-    links, version, parent, scale = state.links, state.version, state.parent, state.scale
-    best = [-1.0] * n
-    heap: list[tuple[float, int, int, int, int]] = []
-
-    def rescan(a: int, update: bool = False) -> None:
-        top, partner = -1.0, -1
-        for k, cross in links[a].items():
-            s = cross * scale[a] * scale[k]
-            if s > top:
-                top, partner = s, k
-            if update and s > best[k]:
-                best[k] = s
-                if s >= threshold:
-                    heapq.heappush(heap, (-s, k, a, version[k], version[a]))
-        best[a] = top
-        if top >= threshold:
-            heapq.heappush(heap, (-top, a, partner, version[a], version[partner]))
-
-    for a in range(n):
-        if parent[a] == a:
-            rescan(a)
-    while heap:
-        _, a, b, va, vb = heapq.heappop(heap)
-        if parent[a] != a or version[a] != va:
-            continue
-        if parent[b] != b or version[b] != vb:
-            rescan(a)
-        else:
-            rescan(state.merge(a, b), update=True)
-    return [state.find(i) for i in range(n)]
+    state.force(forced)
+    state.best[:] = [-1.0] * n  # forget the first best links found on the arrays
+    return G._agglomerate(state, [], range(n), threshold)
 
 
 def partition(labels: list[int]) -> set[frozenset[int]]:
