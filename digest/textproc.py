@@ -147,9 +147,10 @@ def words(text: str, lang: str | None) -> list[Word]:
 def content(tokens: list[str], lang: str | None) -> list[Word]:
     """Content words of a text's `raw_tokens`, for a caller that already has them."""
     found = list(map(_token, repeat(lang), tokens))
-    long = [f for f in found if f[3]]  # words of four letters or more: is the text Title Case or CAPS?
-    title_case = bool(long) and sum(f[4] for f in long) > len(long) / 2
-    shouting = bool(long) and sum(f[5] for f in long) > len(long) / 2
+    # Words of four letters or more say whether the text is Title Case or ALL CAPS.
+    long = [(initial, capitals) for _, _, _, is_long, initial, capitals in found if is_long]
+    title_case = bool(long) and sum(initial for initial, _ in long) > len(long) / 2
+    shouting = bool(long) and sum(capitals for _, capitals in long) > len(long) / 2
     evidence = not (title_case or shouting)
     out: list[Word] = []
     append = out.append
@@ -236,7 +237,6 @@ def _zipf_table(lang: str) -> dict[str, float]:
     return {word: 9.0 - index / 100 for index, bucket in enumerate(buckets) for word in bucket}
 
 
-@lru_cache(maxsize=1 << 17)
 def zipf(lang: str | None, word: str) -> float:
     """How common `word` is in general use of `lang` (Zipf scale: 7 "the", 3 rare, 0 unknown).
 
