@@ -4,8 +4,8 @@
     python benchmarks/startup.py --runs 5 --json
     python benchmarks/startup.py --instructions   # also each command's instruction count (valgrind)
 
-Times `digest --help`, `digest status` (a state with one delivered edition, 200 feeds,
-100 subscribers) and `digest fetch` of 200 feeds that all answer 304 (the feed server
+Times `digest --help`, `digest status` (a state with a week of editions, the newest delivered; 200
+feeds, 100 subscribers) and `digest fetch` of 200 feeds that all answer 304 (the feed server
 answers 100 ms late, so 0.1 s of each fetch is the server's), each as a fresh subprocess;
 also `import digest.cli` in-process figures from `python -X importtime` (what each command
 pays before it does anything).
@@ -92,6 +92,24 @@ def import_ms(env: dict[str, str], module: str = "digest.cli") -> dict[str, floa
     return dict(sorted(out.items(), key=lambda kv: -kv[1])[:8])
 
 
+def week(state: Path, days: int = 7) -> None:
+    """A week of editions, as an operator's state holds (status reports the last 7): the
+    delivered edition recorded again for each of the six days before, outside the timing."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from digest.store import Store
+
+    with Store(state) as store:
+        edition = store.edition(SEND_AT.date())
+        if edition is None:
+            raise RuntimeError("the benchmark send recorded no edition")
+        renders = list(store.renders(edition.day).values())
+        for back in range(1, days):
+            earlier = replace(edition, day=edition.day - timedelta(days=back))
+            store.record_edition(replace(earlier, created_at=edition.created_at - timedelta(days=back)), renders)
+
+
 def run(runs: int = 15, feeds: int = 200, count_instructions: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="digest-bench-startup-") as tmp, helper(
         "feedsrv.py", "--feeds", str(feeds), "--entries", "20", "--delay", "0.1"
@@ -116,6 +134,7 @@ def run(runs: int = 15, feeds: int = 200, count_instructions: bool = False) -> d
         )
         if sent.returncode != 0:
             raise RuntimeError(sent.stderr.decode()[-500:])
+        week(folder / "state" / "state.sqlite3")
         fetch = [*digest, "fetch", "--now", SEND_AT.isoformat()]
         results: dict[str, Any] = {"runs": runs, "feeds": feeds}
         for name, cmd in (("help", [*digest, "--help"]), ("status", [*digest, "status"]), ("fetch_304", fetch)):

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date
 
 import pytest
 from conftest import ROOT, MakeConfig
@@ -91,6 +92,37 @@ def test_status_reads_the_state_without_building_stage_values(make_config: MakeC
     )
     assert {"digest.config", "digest.store", "digest.settings"} <= loaded
     assert not {"digest.models", "secrets", *HEAVY} & loaded, sorted({"digest.models", "secrets", *HEAVY} & loaded)
+
+
+def test_status_counts_agree_with_the_edition_and_survive_an_older_state(make_config: MakeConfig) -> None:
+    """status reads each edition's summary row; an edition recorded before that table
+    existed (no row) is read from its JSON, with the same result."""
+    import sqlite3
+
+    from digest.config import load
+    from digest.store import Store
+
+    config = make_config()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIGEST_SECRET": "test-secret"}
+    command = [sys.executable, "-m", "digest", "--config", str(config)]
+    for day in ("2026-11-20", "2026-11-21"):
+        sent = subprocess.run(
+            [*command, "send", "--now", f"{day}T07:00:00+00:00"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+    state = load(config).state_path
+    with Store(state) as store:
+        decoded = {e.day: len(e.stories) for e in store.editions()}
+        summaries = store.edition_summaries()
+    assert [d for d, _, _ in summaries] == sorted(decoded, reverse=True)
+    assert {d: n for d, n, _ in summaries} == decoded and all(decoded.values())
+    before = subprocess.run([*command, "status"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    with sqlite3.connect(state) as db:
+        assert db.execute("DELETE FROM edition_summaries WHERE day='2026-11-20'").rowcount == 1
+    after = subprocess.run([*command, "status"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert after.stdout == before.stdout
+    assert f"2026-11-20: {decoded[date(2026, 11, 20)]} stories; " in after.stdout
 
 
 ADDRESS_CHARS = "abcXYZ019.-_+!#$%&'*/=?^`{|}~@"
