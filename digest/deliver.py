@@ -227,7 +227,7 @@ class _Worker:
         except (pickle.PicklingError, AttributeError, TypeError):  # a closure: built here, sent whole
             shipped = b""
         self.remote = bool(shipped)
-        self.send(_frame(b"S", json.dumps(dataclasses.asdict(settings)).encode() + b"\0" + shipped))
+        self.send(_frame(b"S", json.dumps(settings._asdict()).encode() + b"\0" + shipped))
 
     def send(self, frame: bytes) -> None:
         try:

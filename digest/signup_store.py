@@ -16,14 +16,16 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import address_key
 from .store import Store
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future  # imported where used: it loads logging, which status never needs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signups (
@@ -88,6 +90,8 @@ class GroupCommit:
         self._queues: dict[Path, list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]] = {}
 
     def run(self, store: Store, work: Callable[[sqlite3.Connection], T]) -> T:
+        from concurrent.futures import Future
+
         done: Future[T] = Future()
         with self._lock:
             lead = store.path not in self._queues

@@ -109,6 +109,22 @@ def test_cli_prints_one_line_error_and_exits_1(tmp_path: Path) -> None:
     assert not (tmp_path / ".digest").exists()
 
 
+def test_verbose_shows_the_traceback_even_for_a_command_that_logs_nothing(tmp_path: Path) -> None:
+    """status skips logging unless -v; with -v its error still comes with the traceback."""
+    import os
+    import subprocess
+    import sys
+
+    path = write(tmp_path, GOOD + "\n[smtp]\nport = 'x'\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "digest", "--config", str(path)]
+    quiet = subprocess.run([*command, "status"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    loud = subprocess.run([*command, "-v", "status"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert quiet.returncode == loud.returncode == 1
+    assert quiet.stderr.startswith("Error: ") and "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr and "ConfigError" in loud.stderr and "smtp.port" in loud.stderr
+
+
 def test_missing_config_file_says_what_to_do(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--config", str(tmp_path / "nope.toml"), "status"])
     assert result.exit_code == 1

@@ -53,6 +53,7 @@ def test_help_and_a_config_load_stay_light() -> None:
     loaded = loaded_after("from digest.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass")
     assert not loaded & set(HEAVY)
     assert "digest.config" not in loaded
+    assert "logging" not in loaded  # 8 ms: only commands that log load it
 
 
 def test_a_poll_answered_by_304s_needs_no_feed_parser_nor_renderer(make_config: MakeConfig) -> None:
@@ -91,7 +92,7 @@ def test_status_reads_the_state_without_building_stage_values(make_config: MakeC
         f"try:\n    main(['--config', {str(config)!r}, 'status'])\nexcept SystemExit:\n    pass"
     )
     assert {"digest.config", "digest.store", "digest.settings"} <= loaded
-    assert not {"digest.models", "secrets", *HEAVY} & loaded, sorted({"digest.models", "secrets", *HEAVY} & loaded)
+    assert not {"digest.models", "secrets", "logging", *HEAVY} & loaded, sorted({"digest.models", "logging"} & loaded)
 
 
 def test_status_counts_agree_with_the_edition_and_survive_an_older_state(make_config: MakeConfig) -> None:
