@@ -17,7 +17,6 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -493,6 +492,8 @@ def _backlog_cutoff(entries: Sequence[Entry], window: float) -> datetime | None:
 
 
 def _entry_dict(entry: Entry) -> dict[str, Any]:
+    from dataclasses import fields  # here: `digest status` never writes an entry
+
     data = {f.name: getattr(entry, f.name) for f in fields(entry)}  # flat values: asdict's deep copy is 10x slower
     data["published"] = _iso(entry.published)
     return data
