@@ -121,9 +121,9 @@ def test_the_html_carries_every_element_of_a_real_newsletter() -> None:
     assert re.search(r'Also covered by <a href="https://orbitalwire\.example/2026/11/2"[^>]*>Orbital Wire</a>', html)
     assert re.search(
         r'<img src="https://launchreport\.example/img/colossus\.jpg" alt=(\'Colossus lifts off at '
-        r'"dawn"\'|"Colossus lifts off at &quot;dawn&quot;") width="552" height="311"',
+        r'"dawn"\'|"Colossus lifts off at &quot;dawn&quot;") width="552" class',
         html,
-    )
+    )  # no height: a blocked image is a line of alt text, not a 311 px empty box, and Outlook keeps the ratio
     assert '<a href="https://orbitdaily.example/archive/2026-11-21/"' in html and "2 more stories on the web" in html
     assert "Hello Ada Lovelace," in html and "ada@example.com" in html
     assert "https://orbitdaily.example/unsubscribe?email=ada%40example.com&amp;token=" in html
