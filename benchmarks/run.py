@@ -223,7 +223,7 @@ def table(out: dict[str, Any]) -> str:
     st = out["startup"]
     rows = [
         ("digest --help", f"{st['help_s'] * 1000:.0f} ms", f"median of {st['runs']}, as installed (bytecode)"),
-        ("digest status", f"{st['status_s'] * 1000:.0f} ms", f"{st['feeds']} feeds, one edition"),
+        ("digest status", f"{st['status_s'] * 1000:.0f} ms", f"{st['feeds']} feeds, a week of editions"),
         ("digest fetch, all 304", f"{st['fetch_304_s'] * 1000:.0f} ms", "whole process, server 100 ms late"),
         ("fetch, round 1 (200s)", f"{f['round1_200_wall_s']:.3f} s wall, {f['round1_200_cpu_s']:.3f} s CPU", ""),
         ("fetch, round 2 (304s)", f"{f['round2_304_wall_s']:.3f} s wall, {f['round2_304_cpu_s']:.3f} s CPU", ""),
