@@ -130,7 +130,7 @@ def _group(entries: Sequence[Entry], settings: GroupingSettings, tuning: Tuning)
         return ()
     docs, names = _docs(items, tuning)
     vectors = _vectors(docs, names, tuning)
-    outlets = [outlet_key(e.feed) for e in items]
+    outlets = [outlet_key(e.feed, e.link) for e in items]
     pairs, scores = _similarities(items, outlets, docs, names, vectors, tuning)
     if tuning.min_score > 0:
         keep = scores >= tuning.min_score
@@ -619,5 +619,5 @@ def _show(surface: dict[str, str], key: str) -> str:
 
 def _story_order(story: Story) -> tuple[int, int, float, str]:
     lead = story.lead
-    outlets = len({outlet_key(e.feed) for e in story.entries})
+    outlets = len({outlet_key(e.feed, e.link) for e in story.entries})
     return (-outlets, -lead.priority, -_utc(lead.published).timestamp(), lead.id)

@@ -71,20 +71,59 @@ class ParseResult:
     error: str | None = None
 
 
-_FEED_QUALIFIER = re.compile(r"\([^)]*\)|\s+(?:-|>|\||–|—)\s.*$|:\s.*$")
+_PARENTHESES = re.compile(r"\([^)]*\)")
+_SEPARATOR = re.compile(r"\s+(?:-|>|\||–|—)\s+|:\s+")
 _DOMAIN_TAIL = re.compile(r"\.(?:com|co\.uk|co\.nz|com\.au|org|net|news)\b")
+_SUFFIX_LABELS = frozenset({"com", "net", "org", "co", "gov", "edu", "ac", "info", "example"})
+_SECTION_WORDS = frozenset({
+    "rss", "feed", "feeds", "channel", "news", "latest", "top", "stories", "home", "articles", "headlines",
+    "breaking", "all", "content", "edition",
+})  # fmt: skip
+"""A part of a feed's title made only of these names a section, whatever host it resembles ("RSS Channel")."""
 
 
-@lru_cache(maxsize=4096)  # grouping asks once per report: a day has a few dozen feeds
-def outlet_key(feed_name: str) -> str:
+def outlet_key(feed_name: str, link: str = "") -> str:
     """The outlet behind a feed's name: an outlet's site and its YouTube channel are one outlet.
 
-    Feed titles name the outlet first and the channel after ("CNN.com - RSS Channel",
-    "CNN (YouTube channel feed)", "FOX News latest"): drop parentheses and the part after a
-    separator, a domain tail and a leading "The", then keep the first two words.
+    Feed titles name the outlet and a section ("CNN.com - RSS Channel", "NYT > U.S. News",
+    "CNN (YouTube channel feed)", "FOX News latest"), but not always first: "Articles | Mail
+    Online", "Breaking News | Daily Telegraph" (two News Corp papers share that section name).
+    So with the report's `link`, the part of the name that its site's domain names is the
+    outlet; else the first part. Then parentheses, a domain tail and a leading "The" go, and
+    the first two words stay.
     """
-    name = _FEED_QUALIFIER.sub("", feed_name.casefold()).strip()
-    name = _DOMAIN_TAIL.sub("", name)
+    return _outlet_key(feed_name, _site(link))
+
+
+def _site(link: str) -> str:
+    """The label that names a link's site: "dailymail" for www.dailymail.co.uk, "cnn" for edition.cnn.com."""
+    host = link.partition("://")[2].partition("/")[0].rpartition("@")[2].partition(":")[0].lower()
+    labels = host.split(".")
+    while labels and (len(labels[-1]) <= 2 or labels[-1] in _SUFFIX_LABELS):
+        labels.pop()
+    return labels[-1] if labels else ""
+
+
+def _names_site(part: str, site: str) -> bool:
+    """Whether a part of a feed's name ("mail online", "nyt", "bbc news") names `site`."""
+    from difflib import SequenceMatcher  # once per feed and site (cached): not on every start-up
+
+    words = re.findall(r"\w+", _DOMAIN_TAIL.sub("", part))
+    squashed = "".join(words)
+    if len(squashed) < 3 or not site or _SECTION_WORDS.issuperset(words):
+        return False
+    if squashed in site or site in squashed or (len(words[0]) >= 3 and site.startswith(words[0])):  # "bbc news"
+        return True
+    return SequenceMatcher(None, squashed, site, autojunk=False).find_longest_match().size >= 4  # "mail online"
+
+
+@lru_cache(maxsize=4096)  # grouping asks once per report: a day has a few dozen feeds and sites
+def _outlet_key(feed_name: str, site: str) -> str:
+    parts = [p for p in _SEPARATOR.split(_PARENTHESES.sub("", feed_name.casefold()).strip()) if p.strip()]
+    if not parts:
+        return feed_name.casefold().strip()
+    name = next((p for p in parts if _names_site(p, site)), parts[0]) if len(parts) > 1 else parts[0]
+    name = _DOMAIN_TAIL.sub("", name.strip())
     words = re.findall(r"\w+", name)
     if words[:1] == ["the"] and len(words) > 1:
         words = words[1:]
@@ -149,11 +188,11 @@ class Story:
 
         The lead's own outlet is not "also covered by" itself: its other reports are `own`.
         """
-        lead = outlet_key(self.lead.feed)
+        lead = outlet_key(self.lead.feed, self.lead.link)
         best: dict[str, Entry] = {}
         count: dict[str, int] = {}
         for entry in self.also:
-            key = outlet_key(entry.feed)
+            key = outlet_key(entry.feed, entry.link)
             if key == lead:
                 continue
             best.setdefault(key, entry)
@@ -163,8 +202,8 @@ class Story:
     @property
     def own(self) -> tuple[Entry, ...]:
         """The lead's outlet's other reports of the story (its site and its video channel are one outlet)."""
-        lead = outlet_key(self.lead.feed)
-        return tuple(e for e in self.also if outlet_key(e.feed) == lead)
+        lead = outlet_key(self.lead.feed, self.lead.link)
+        return tuple(e for e in self.also if outlet_key(e.feed, e.link) == lead)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from digest import textproc
 from digest.group import TUNING, _docs, group
-from digest.models import Edition, Entry, Story
+from digest.models import Edition, Entry, Story, outlet_key
 from digest.preview import pages
 from digest.settings import NewsletterSettings
 from digest.store import _edition_dict, _edition_from
@@ -38,9 +38,11 @@ FILLER = [
 ]
 
 
-def entry(id: str, title: str, summary: str = "", *, feed: str = "Feed", hours: float = 0.0) -> Entry:
-    slug = re.sub(r"\W+", "", feed.lower())
-    return Entry(id=id, feed=feed, link=f"https://{slug}.example/{id}", title=title, summary=summary,
+def entry(
+    id: str, title: str, summary: str = "", *, feed: str = "Feed", hours: float = 0.0, site: str = ""
+) -> Entry:
+    site = site or re.sub(r"\W+", "", feed.lower()) + ".example"
+    return Entry(id=id, feed=feed, link=f"https://{site}/{id}", title=title, summary=summary,
                  published=T0 + timedelta(hours=hours))  # fmt: skip
 
 
@@ -204,6 +206,38 @@ def test_an_outlets_site_and_its_video_channel_count_as_one_outlet() -> None:
     assert {e.id for e in story.entries} == {"site", "tube"}  # a clear match still joins ...
     # ... and it is the lead's own outlet: "more from", not another outlet under "Also covered by"
     assert story.outlets == () and len(story.own) == 1
+
+
+def test_two_papers_whose_feeds_share_a_section_name_are_two_outlets() -> None:
+    """News Corp titles its feeds "Breaking News | Daily Telegraph", "Breaking News | Herald
+    Sun": the outlet is the part its site's domain names, so the two papers' reports of one
+    event are "also covered by" each other, not one outlet's own reports."""
+    batch = [
+        entry("tele", "Sydney ferry runs aground at Circular Quay, 40 passengers rescued",
+              "A Manly ferry ran aground at Circular Quay on Tuesday morning; all 40 passengers were rescued.",
+              feed="Breaking News | Daily Telegraph", site="www.dailytelegraph.com.au"),
+        entry("herald", "Manly ferry aground at Circular Quay: 40 passengers rescued",
+              "Forty passengers were rescued after a Manly ferry ran aground at Circular Quay.",
+              feed="Breaking News | Herald Sun", site="www.heraldsun.com.au", hours=1),
+        *filler(),
+    ]  # fmt: skip
+    stories = group(batch)
+    story = next(s for s in stories if s.lead.id in ("tele", "herald"))
+    assert {e.id for e in story.entries} == {"tele", "herald"}
+    assert [o.name for o in story.outlets] == [story.also[0].feed] and story.own == ()
+
+
+def test_the_outlet_is_the_part_of_a_feed_title_that_names_the_reports_site() -> None:
+    mail = "https://www.dailymail.co.uk/news/article-1/story.html"
+    assert outlet_key("Articles | Mail Online", mail) == outlet_key("Mail Online - Articles", mail) == "mail online"
+    assert outlet_key("Breaking News | Daily Telegraph", "https://www.dailytelegraph.com.au/news/a") == "daily telegraph"
+    assert outlet_key("Breaking News | Breitbart", "https://www.breitbart.com/a") == "breitbart"
+    assert outlet_key("NYT > U.S. News", "https://www.nytimes.com/a") == outlet_key("NYT > World", "") == "nyt"
+    assert outlet_key("BBC News - Home", "https://www.bbc.co.uk/news/a") == "bbc news"
+    site = outlet_key("CNN.com - RSS Channel - App International Edition", "https://edition.cnn.com/2020/a")
+    assert site == outlet_key("CNN (YouTube channel feed)", "https://www.youtube.com/watch?v=a") == "cnn"
+    assert outlet_key("Top Stories - Reuters", "https://www.reuters.com/a") == "reuters"
+    assert outlet_key("Breaking News | Daily Telegraph") == "breaking news"  # no link: the first part, as before
 
 
 # --------------------------------------------------------------------------- text rules
