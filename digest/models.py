@@ -112,7 +112,8 @@ def _names_site(part: str, site: str) -> bool:
     squashed = "".join(words)
     if len(squashed) < 3 or not site or _SECTION_WORDS.issuperset(words):
         return False
-    if squashed in site or site in squashed or (len(words[0]) >= 3 and site.startswith(words[0])):  # "bbc news"
+    first = words[1] if words[0] == "the" and len(words) > 1 else words[0]
+    if squashed in site or site in squashed or (len(first) >= 3 and site.startswith(first)):  # "bbc news"/bbci
         return True
     return SequenceMatcher(None, squashed, site, autojunk=False).find_longest_match().size >= 4  # "mail online"
 

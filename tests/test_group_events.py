@@ -237,6 +237,8 @@ def test_the_outlet_is_the_part_of_a_feed_title_that_names_the_reports_site() ->
     site = outlet_key("CNN.com - RSS Channel - App International Edition", "https://edition.cnn.com/2020/a")
     assert site == outlet_key("CNN (YouTube channel feed)", "https://www.youtube.com/watch?v=a") == "cnn"
     assert outlet_key("Top Stories - Reuters", "https://www.reuters.com/a") == "reuters"
+    assert outlet_key("The Latest | The Times", "https://www.thetimes.co.uk/a") == "times"
+    assert outlet_key("World news | The Guardian", "https://www.theguardian.com/world/a") == "guardian"
     assert outlet_key("Breaking News | Daily Telegraph") == "breaking news"  # no link: the first part, as before
 
 
