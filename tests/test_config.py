@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT
 
 from digest import config as config_mod
 from digest.cli import main
 from digest.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -111,12 +113,8 @@ def test_cli_prints_one_line_error_and_exits_1(tmp_path: Path) -> None:
 
 def test_verbose_shows_the_traceback_even_for_a_command_that_logs_nothing(tmp_path: Path) -> None:
     """status skips logging unless -v; with -v its error still comes with the traceback."""
-    import os
-    import subprocess
-    import sys
-
     path = write(tmp_path, GOOD + "\n[smtp]\nport = 'x'\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "digest", "--config", str(path)]
     quiet = subprocess.run([*command, "status"], env=env, capture_output=True, text=True, timeout=60, check=False)
     loud = subprocess.run([*command, "-v", "status"], env=env, capture_output=True, text=True, timeout=60, check=False)

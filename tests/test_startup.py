@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import date
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, MakeConfig
@@ -18,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest import config as config_mod
+from digest.store import Store
 
 HEAVY = ("premailer", "apscheduler", "starlette", "uvicorn", "feedparser", "jinja2", "lxml", "cssutils")
 
@@ -70,20 +73,21 @@ def test_a_poll_answered_by_304s_needs_no_feed_parser_nor_renderer(make_config: 
     assert "email_validator" not in loaded  # plain ASCII addresses are checked without it
 
 
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m digest --config CONFIG ARGS...` from this checkout, as a whole process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIGEST_SECRET": "test-secret"}
+    command = [sys.executable, "-m", "digest", "--config", str(config), *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_status_reads_the_state_without_building_stage_values(make_config: MakeConfig) -> None:
     """`digest status` reports an edition's story count from SQL: it creates none of the
     stage dataclasses (digest.models), which were a quarter of its start-up."""
     config = make_config()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIGEST_SECRET": "test-secret"}
-    sent = subprocess.run(
-        [sys.executable, "-m", "digest", "--config", str(config), "send", "--now", "2026-11-21T07:00:00+00:00"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert sent.returncode == 0, sent.stderr
-    status = subprocess.run(
-        [sys.executable, "-m", "digest", "--config", str(config), "status"],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+    cli(config, "send", "--now", "2026-11-21T07:00:00+00:00")
+    status = cli(config, "status")
     first = status.stdout.splitlines()[0]
     assert first.startswith("2026-11-21: ") and " stories; " in first and "sent" in first, status.stdout
     assert int(first.split(": ")[1].split()[0]) > 0
@@ -98,30 +102,19 @@ def test_status_reads_the_state_without_building_stage_values(make_config: MakeC
 def test_status_counts_agree_with_the_edition_and_survive_an_older_state(make_config: MakeConfig) -> None:
     """status reads each edition's summary row; an edition recorded before that table
     existed (no row) is read from its JSON, with the same result."""
-    import sqlite3
-
-    from digest.config import load
-    from digest.store import Store
-
     config = make_config()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIGEST_SECRET": "test-secret"}
-    command = [sys.executable, "-m", "digest", "--config", str(config)]
     for day in ("2026-11-20", "2026-11-21"):
-        sent = subprocess.run(
-            [*command, "send", "--now", f"{day}T07:00:00+00:00"],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert sent.returncode == 0, sent.stderr
-    state = load(config).state_path
+        cli(config, "send", "--now", f"{day}T07:00:00+00:00")
+    state = config_mod.load(config).state_path
     with Store(state) as store:
         decoded = {e.day: len(e.stories) for e in store.editions()}
         summaries = store.edition_summaries()
     assert [d for d, _, _ in summaries] == sorted(decoded, reverse=True)
     assert {d: n for d, n, _ in summaries} == decoded and all(decoded.values())
-    before = subprocess.run([*command, "status"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    before = cli(config, "status")
     with sqlite3.connect(state) as db:
         assert db.execute("DELETE FROM edition_summaries WHERE day='2026-11-20'").rowcount == 1
-    after = subprocess.run([*command, "status"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    after = cli(config, "status")
     assert after.stdout == before.stdout
     assert f"2026-11-20: {decoded[date(2026, 11, 20)]} stories; " in after.stdout
 
