@@ -118,7 +118,9 @@ def test_the_html_carries_every_element_of_a_real_newsletter() -> None:
     assert "In this edition: 3 stories (1 Politics, 1 Launch, 1 Commercial), and 2 more on the web." in html
     assert "Société Orbitale wins €40 m “first” lunar contract" in html
     assert "&lt;b&gt;cargo&lt;/b&gt;" in html and "AT&amp;T" in html and "<b>cargo" not in html
-    assert re.search(r'Also covered by <a href="https://orbitalwire\.example/2026/11/2"[^>]*>Orbital Wire</a>', html)
+    assert re.search(
+        r'Orbital Wire:</span> <a href="https://orbitalwire\.example/2026/11/2"[^>]*>Lyon lander firm', html
+    )
     assert re.search(
         r'<img src="https://launchreport\.example/img/colossus\.jpg" alt=(\'Colossus lifts off at '
         r'"dawn"\'|"Colossus lifts off at &quot;dawn&quot;") width="552" class',
@@ -147,7 +149,10 @@ def test_text_part_is_a_wrapped_reading_version() -> None:
     flat = " ".join(text.split())
     assert "* Société Orbitale wins €40 m “first” lunar contract" in flat
     assert "Commercial Orbit, 06:00 UTC https://commercialorbit.example/2026/11/1" in flat
-    assert "Also covered by: - Orbital Wire: https://orbitalwire.example/2026/11/2" in flat
+    assert (
+        "Also covered by: - Orbital Wire: Lyon lander firm wins lunar deal https://orbitalwire.example/2026/11/2"
+        in flat
+    )
     assert "<b>cargo</b> lander beat AT&T-backed rivals" in flat
     assert "2 more stories on the web: https://orbitdaily.example/archive/2026-11-21/" in flat
     assert "Unsubscribe: https://orbitdaily.example/unsubscribe?email=maximiliana" in flat
@@ -259,7 +264,10 @@ def test_a_missing_template_folder_is_named(make_config: MakeConfig, tmp_path: P
 
 
 def test_also_covered_by_names_each_outlet_once_and_stays_compact() -> None:
-    """A busy story lists each outlet once, with its count, then "and N more" (HTML and text)."""
+    """A busy story lists each outlet once, with its count and its report's headline, then "and N more".
+
+    The headline is what keeps a wrong merge from hiding news: the reader sees what the
+    other report says, not only who published it."""
     lead = entry(1, "Heavy lifter reaches orbit", "Launch Report", "Launch")
     also = (
         entry(2, "Heavy lifter in orbit", "CNN.com - RSS Channel", "Launch"),
@@ -273,21 +281,38 @@ def test_also_covered_by_names_each_outlet_once_and_stays_compact() -> None:
     assert also_html is not None
     paragraph = also_html.group(0)
     # CNN's site and its YouTube channel are one outlet, linked once (its best report) with the count
-    assert paragraph.count("CNN") == 1 and "CNN.com - RSS Channel</a> (3)" in paragraph
-    assert "https://cnn.com-rsschannel.example/2026/11/2" in paragraph
+    assert paragraph.count("CNN") == 1
+    assert re.search(
+        r'CNN\.com - RSS Channel \(3\):</span> <a href="https://cnn\.com-rsschannel\.example/2026/11/2"[^>]*>Heavy lifter in orbit</a>',
+        paragraph,
+    )
     assert paragraph.count('class="also-link"') == render.ALSO_OUTLETS
-    assert paragraph.rstrip("</p>").endswith(f"and {7 - render.ALSO_OUTLETS} more")
-    block = text.split("Also covered by:", 1)[1].split("\n\n", 1)[0]
-    assert block.count("CNN") == 1 and "CNN.com - RSS Channel (3): https://" in block
-    assert f"and {7 - render.ALSO_OUTLETS} more" in block
+    assert "Rocket report 5</a>" in paragraph and "Rocket report 8" not in paragraph
+    assert paragraph.endswith(f"and {7 - render.ALSO_OUTLETS} more outlets</p>")
+    block = text.split("Also covered by:", 1)[1].split("\r\n\r\n", 1)[0]
+    assert block.count("CNN") == 1
+    assert (
+        "  - CNN.com - RSS Channel (3): Heavy lifter in orbit\r\n    https://cnn.com-rsschannel.example/2026/11/2"
+        in block
+    )
+    assert "Rocket report 5" in block and "Rocket report 8" not in block
+    assert block.endswith(f"  - and {7 - render.ALSO_OUTLETS} more outlets")
 
 
-def test_two_outlets_read_as_a_sentence() -> None:
+def test_each_other_outlet_is_a_line_with_its_headline() -> None:
     story = fixed_edition().stories[2]
     html, text = parts(compose(render_fixed(Edition(DAY, (story,), NOW))))
-    assert re.search(r"Orbital Wire</a> and <a [^>]*>Launch Report</a></p>", html)
-    assert "  - Orbital Wire: https://orbitalwire.example/2026/11/2\r\n  - Launch Report: https://" in text
-    assert "more" not in re.search(r'<p class="also".*?</p>', html, re.S).group(0)  # type: ignore[union-attr]
+    paragraph = re.search(r'<p class="also".*?</p>', html, re.S).group(0)  # type: ignore[union-attr]
+    assert re.search(
+        r">Also covered by<br>\s*<span [^>]*>Orbital Wire:</span> <a [^>]*>Lyon lander firm wins lunar deal</a>"
+        r"<br>\s*<span [^>]*>Launch Report:</span> <a [^>]*>SOL takes Moon cargo award</a></p>",
+        paragraph,
+    )
+    assert "more" not in paragraph
+    assert (
+        "  - Orbital Wire: Lyon lander firm wins lunar deal\r\n    https://orbitalwire.example/2026/11/2\r\n"
+        "  - Launch Report: SOL takes Moon cargo award\r\n    https://" in text
+    )
 
 
 def test_the_leads_own_outlet_is_not_also_covered_by_itself() -> None:
@@ -302,11 +327,15 @@ def test_the_leads_own_outlet_is_not_also_covered_by_itself() -> None:
     paragraphs = re.findall(r'<p class="also".*?</p>', html, re.S)
     assert len(paragraphs) == 2
     covered, more = paragraphs
-    assert "NYT &gt; U.S. News</a></p>" in covered and "Fox" not in covered
+    assert re.search(r"NYT &gt; U\.S\. News:</span> <a [^>]*>A private autopsy said asphyxiation</a></p>", covered)
+    assert "Fox" not in covered
     assert '">More from Fox News (YouTube channel feed): <a ' in more
     assert "https://www.foxnews.com/us/autopsy" in more and more.endswith("and 1 more</p>")
-    assert "Also covered by:\r\n  - NYT > U.S. News: https://" in text
-    assert "More from Fox News (YouTube channel feed) (2): https://www.foxnews.com/us/autopsy" in text
+    assert "Also covered by:\r\n  - NYT > U.S. News: A private autopsy said asphyxiation\r\n    https://" in text
+    assert (
+        "More from Fox News (YouTube channel feed) (2): Autopsy shows asphyxia\r\n    https://www.foxnews.com/us/autopsy"
+        in text
+    )
 
 
 def test_a_story_told_only_by_the_leads_outlet_has_no_also_covered_by() -> None:
@@ -314,4 +343,7 @@ def test_a_story_told_only_by_the_leads_outlet_has_no_also_covered_by() -> None:
     story = Story(lead, (entry(2, "Bridge opens: pictures", "Local Wire", "News"),))
     html, text = parts(compose(render_fixed(Edition(DAY, (story,), NOW))))
     assert "Also covered by" not in html and "Also covered by" not in text
-    assert ">More from Local Wire: <a" in html and "More from Local Wire: https://localwire.example/2026/11/2" in text
+    assert (
+        ">More from Local Wire: <a" in html
+        and "More from Local Wire: Bridge opens: pictures\r\n    https://localwire.example/2026/11/2" in text
+    )
