@@ -7,6 +7,7 @@ configuration it needs as a value, so no stage has to import the loader.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
@@ -209,17 +210,31 @@ class Story:
 
 @dataclass(frozen=True)
 class Edition:
-    """One day's digest: frozen once recorded."""
+    """One day's digest: frozen once recorded.
+
+    `stories` go in the email (at most `max_stories`); `more` are the day's other stories,
+    which the email counts ("N more on the web") and the web archive shows. `overflow` is
+    their number, kept on its own for editions recorded before `more` was.
+    """
 
     day: date
     stories: tuple[Story, ...]
     created_at: datetime
     overflow: int = 0
     feed_health: tuple[str, ...] = ()
+    more: tuple[Story, ...] = ()
 
     @property
     def key(self) -> str:
         return self.day.isoformat()
+
+    def more_count(self, topics: Sequence[str] = ()) -> int:
+        """How many web-only stories a reader of `topics` (no topics: all) has beyond the email."""
+        if not self.more:  # recorded before `more` was kept: only the count is known
+            return self.overflow
+        if not topics:
+            return len(self.more)
+        return sum(1 for s in self.more if s.section in topics)
 
 
 @dataclass(frozen=True)
@@ -272,10 +287,12 @@ class SendReport:
     note: str = ""
     destination: str = ""
     per_subscriber: dict[str, str] = field(default_factory=dict)
+    web_only: int = 0  # stories beyond max_stories, on the edition's web page
 
     def summary(self) -> str:
         feeds = f"{self.feeds} feeds" + (f" ({self.feeds_failed} failed)" if self.feeds_failed else "")
-        parts = [feeds, f"{self.new_entries} new entries", f"{self.stories} stories"]
+        stories = f"{self.stories} stories" + (f" ({self.web_only} more on the web)" if self.web_only else "")
+        parts = [feeds, f"{self.new_entries} new entries", stories]
         if self.note:
             parts.append(self.note)
         else:

@@ -263,6 +263,7 @@ def _report(
         feeds_failed=polled.failed,
         new_entries=polled.new_entries,
         stories=len(edition.stories),
+        web_only=len(edition.more),
         delivered=counts.get("sent", 0),
         recipients=recipients,
         retrying=counts.get("retrying", 0),

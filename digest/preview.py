@@ -15,7 +15,7 @@ import logging
 import re
 import webbrowser
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -28,8 +28,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import jinja2
 
 from . import config as config_mod
-from . import pipeline, web
-from .errors import DigestError
+from . import pipeline, render, select, web
+from .errors import DigestError, RenderError
 from .models import EMAIL_MARK, NAME_MARK, PREFERENCES_MARK, UNSUBSCRIBE_MARK, Edition, Entry, Rendered
 from .settings import Config, NewsletterSettings, Subscriber
 from .store import Store
@@ -97,8 +97,8 @@ def reader_copy(config: Config, edition: Edition, subscriber: Subscriber | None,
     return Copy(subscriber, rendered, headers, body["html"], body["plain"], tuple(counts.items()))
 
 
-def neutral_html(rendered: Rendered, newsletter: NewsletterSettings) -> str:
-    """An archived rendering for the web: personalisation markers become neutral text."""
+def neutral_html(page: str, newsletter: NewsletterSettings) -> str:
+    """A rendering for the web: personalisation markers become neutral text."""
     address = newsletter.unsubscribe_mailto or newsletter.sender.rpartition("<")[2].rstrip(">")
     values = {
         NAME_MARK: "reader",
@@ -106,7 +106,6 @@ def neutral_html(rendered: Rendered, newsletter: NewsletterSettings) -> str:
         UNSUBSCRIBE_MARK: html.escape(f"mailto:{address}?subject=unsubscribe"),
         PREFERENCES_MARK: html.escape(f"{newsletter.base_url}/subscribe"),  # a reader's own link is personal
     }
-    page = rendered.html
     for mark, value in values.items():
         page = page.replace(mark, value)
     return page
@@ -119,13 +118,29 @@ def archived(config: Config) -> list[Edition]:
 
 
 def archived_page(config: Config, day: date) -> str | None:
-    """One day's generic rendering as it was sent (the all-sections one if it exists)."""
+    """One day's edition on the web: every story, those the email had no room for included.
+
+    The email's "N more stories on the web" links here. An edition recorded before its
+    web-only stories were kept, or one the current templates cannot render, is shown as
+    it was sent (the generic rendering).
+    """
     with Store.read_only(config.state_path) as store:
+        edition = store.edition(day)
         renders = store.renders(day)
+    if edition is None:
+        return None
+    if edition.more or not edition.overflow:
+        stories = select.every_story(edition, config.sections)
+        whole = replace(edition, overflow=0, more=())  # nothing left over on the web
+        try:
+            page = render.render(whole, stories, (), config.newsletter, config.templates_dir).html
+            return neutral_html(page, config.newsletter)
+        except RenderError as exc:
+            log.warning("archive %s: %s; showing the edition as it was sent", day, exc)
     if not renders:
         return None
     generic = renders.get(()) or max(renders.values(), key=lambda r: r.story_count)
-    return neutral_html(generic, config.newsletter)
+    return neutral_html(generic.html, config.newsletter)
 
 
 def archive_index(config: Config, editions: list[Edition], *, preview: bool) -> str:

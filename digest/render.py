@@ -119,13 +119,14 @@ def render(
 ) -> Rendered:
     """Render one section set of the edition; raises RenderError naming the template.
 
-    `dropped` stories did not fit the size budget: they join the edition's overflow.
+    `dropped` stories did not fit the size budget: they join the edition's web-only
+    stories (those of `topics`) in the "N more stories on the web" count.
     """
     if user_dir is not None and not user_dir.is_dir():
         raise RenderError(f"[newsletter] templates: folder {user_dir} does not exist: create it or remove the key")
     env = environment(user_dir)
     sections = _by_section(stories)
-    overflow = edition.overflow + dropped
+    overflow = edition.more_count(topics) + dropped
     context = {
         "newsletter": newsletter,
         "edition": edition,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import LockedError, StateError
 
 if TYPE_CHECKING:  # imported where values are built: `digest status` reads state without creating them
-    from .models import DeliveryOutcome, Edition, Entry, FetchResult, ParseResult, Rendered, Validators
+    from .models import DeliveryOutcome, Edition, Entry, FetchResult, ParseResult, Rendered, Story, Validators
 
 SCHEMA_VERSION = 1
 DUE_PAGE = 1000
@@ -298,7 +298,8 @@ class Store:
                 "INSERT INTO edition_summaries VALUES (?,?,?)",
                 (day, len(edition.stories), json.dumps(list(edition.feed_health))),
             )
-            ids = [e.id for story in edition.stories for e in story.entries]
+            # the web-only stories are published too (the email links to them): none waits for tomorrow
+            ids = [e.id for story in (*edition.stories, *edition.more) for e in story.entries]
             db.executemany("UPDATE entries SET edition=? WHERE id=?", [(day, i) for i in ids])
             db.executemany(
                 "INSERT INTO renders VALUES (?,?,?,?,?,?)",
@@ -514,34 +515,39 @@ def _edition_dict(edition: Edition) -> dict[str, Any]:
         "created_at": _iso(edition.created_at),
         "overflow": edition.overflow,
         "feed_health": list(edition.feed_health),
-        "stories": [
-            {
-                "lead": _entry_dict(s.lead),
-                "also": [_entry_dict(e) for e in s.also],
-                "terms": list(s.terms),
-                "why": [{"entry_id": j.entry_id, "score": j.score, "terms": list(j.terms)} for j in s.why],
-            }
-            for s in edition.stories
-        ],
+        "stories": [_story_dict(s) for s in edition.stories],
+        "more": [_story_dict(s) for s in edition.more],
+    }
+
+
+def _story_dict(story: Story) -> dict[str, Any]:
+    return {
+        "lead": _entry_dict(story.lead),
+        "also": [_entry_dict(e) for e in story.also],
+        "terms": list(story.terms),
+        "why": [{"entry_id": j.entry_id, "score": j.score, "terms": list(j.terms)} for j in story.why],
     }
 
 
 def _edition_from(data: dict[str, Any]) -> Edition:
-    from .models import Edition, Joined, Story
+    from .models import Edition
 
-    stories = tuple(
-        Story(
-            _entry_from(s["lead"]),
-            tuple(_entry_from(e) for e in s["also"]),
-            tuple(s["terms"]),
-            tuple(Joined(j["entry_id"], float(j["score"]), tuple(j["terms"])) for j in s.get("why", ())),
-        )
-        for s in data["stories"]
-    )
     return Edition(
         day=date.fromisoformat(data["day"]),
-        stories=stories,
+        stories=tuple(map(_story_from, data["stories"])),
         created_at=_when(data["created_at"]),
         overflow=data.get("overflow", 0),
         feed_health=tuple(data.get("feed_health", ())),
+        more=tuple(map(_story_from, data.get("more", ()))),  # absent in editions recorded before it was kept
+    )
+
+
+def _story_from(s: dict[str, Any]) -> Story:
+    from .models import Joined, Story
+
+    return Story(
+        _entry_from(s["lead"]),
+        tuple(_entry_from(e) for e in s["also"]),
+        tuple(s["terms"]),
+        tuple(Joined(j["entry_id"], float(j["score"]), tuple(j["terms"])) for j in s.get("why", ())),
     )

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import os
 import re
 import select
+import shutil
+import sqlite3
 import subprocess
 import sys
 import urllib.error
@@ -38,8 +41,13 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never v
 
 def base_tables(**extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
     tables: dict[str, dict[str, Any]] = {
-        "newsletter": {"title": "Orbit Daily", "from": "Orbit Daily <news@orbitdaily.example>", "timezone": "UTC",
-                       "base_url": "https://news.example.com", "max_stories": 100},
+        "newsletter": {
+            "title": "Orbit Daily",
+            "from": "Orbit Daily <news@orbitdaily.example>",
+            "timezone": "UTC",
+            "base_url": "https://news.example.com",
+            "max_stories": 100,
+        },
         "delivery": {"transport": "maildir", "maildir": "outbox"},
     }
     for name, values in extra.items():
@@ -186,8 +194,17 @@ def test_stories_page_shows_each_group_lead_outlets_and_terms(fresh_site: tuple[
 
 def test_preview_changes_no_state(history_site: tuple[Path, str, dict[str, str]]) -> None:
     config, url, before = history_site
-    for path in ("/", "/email", "/text", "/stories", "/archive/", "/archive/2026-11-21/",
-                 "/?subscriber=yuri%40example.com", "/check?width=375", "/missing"):
+    for path in (
+        "/",
+        "/email",
+        "/text",
+        "/stories",
+        "/archive/",
+        "/archive/2026-11-21/",
+        "/?subscriber=yuri%40example.com",
+        "/check?width=375",
+        "/missing",
+    ):
         get(url + path)
     with Store.read_only(config_mod.load(config).state_path) as store:
         token = unsubscribe_token(pipeline.unsubscribe_secret(config_mod.load(config), store), "ada@example.com")
@@ -272,8 +289,76 @@ def test_unsubscribe_path_is_served_and_one_click_post_suppresses(tmp_path: Path
     token = unsubscribe_token(b"preview-test-key", "ada@example.com")
     with preview_server(config, "--offline", "--now", DAY1, env={"DIGEST_SECRET": "preview-test-key"}) as url:
         assert get(f"{url}/unsubscribe?email=ada%40example.com&token=bad", data=b"")[0] == 403
-        status, page = get(f"{url}/unsubscribe?email=ada%40example.com&token={token}",
-                           data=b"List-Unsubscribe=One-Click")
+        status, page = get(
+            f"{url}/unsubscribe?email=ada%40example.com&token={token}", data=b"List-Unsubscribe=One-Click"
+        )
     assert status == 200 and "Unsubscribed" in page
     with Store.read_only(config_mod.load(config).state_path) as store:
         assert store.suppressed() == {"ada@example.com"}
+
+
+def emails(folder: Path) -> dict[str, str]:
+    """Each delivered message's HTML part, by recipient (none when nothing was delivered)."""
+    from email import message_from_bytes, policy
+
+    out = {}
+    for path in sorted((folder / "new").glob("*")) if (folder / "new").is_dir() else []:
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        out[str(message["To"])] = message.get_body(("html",)).get_content()  # type: ignore[attr-defined]
+    return out
+
+
+def test_more_stories_on_the_web_are_on_the_web(tmp_path: Path) -> None:
+    """The email's "N more stories on the web" button leads to a page that has them, and
+    they are published: tomorrow's edition does not bring them back as news."""
+    tables = base_tables(newsletter={"max_stories": 2})
+    config = write_config(tmp_path / "config.toml", tables, sample_feeds(tmp_path), SUBSCRIBERS)
+    code, said = cli(config, "send", "--now", DAY1)
+    assert code == 0
+    with Store.read_only(config_mod.load(config).state_path) as store:
+        edition = store.edition(datetime.fromisoformat(DAY1).date())
+    assert edition is not None and len(edition.stories) == 2 and len(edition.more) >= 2
+    assert edition.overflow == len(edition.more)
+    assert f", 2 stories ({len(edition.more)} more on the web), delivered to 3 of 3 subscribers" in said
+    web_only = [s.lead.title for s in edition.more]
+
+    sent = emails(tmp_path / "outbox")
+    ada = html.unescape(sent["Ada Lovelace <ada@example.com>"])
+    assert f"{len(edition.more)} more stories on the web" in ada
+    assert not any(title in ada for title in web_only)
+    yuri = html.unescape(sent["Yuri <yuri@example.com>"])  # Launch and Commercial only: counts only those
+    his = [s for s in edition.more if s.section in ("Launch", "Commercial")]
+    assert (f"{len(his)} more stor" in yuri) if his else ("more stories on the web" not in yuri)
+
+    assert cli(config, "preview", "--archive", str(tmp_path / "site"))[0] == 0
+    page = html.unescape((tmp_path / "site" / "2026-11-21" / "index.html").read_text(encoding="utf-8"))
+    for story in (*edition.stories, *edition.more):
+        assert story.lead.title in page
+    assert "more stories on the web" not in page and "__DIGEST_" not in page
+    total = len(edition.stories) + len(edition.more)
+    assert f"In this edition: {total} stories" in page
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert f"· {total} stories" in index
+
+    shutil.rmtree(tmp_path / "outbox")
+    assert cli(config, "send", "--now", DAY2)[0] == 0
+    tomorrow = html.unescape(" ".join(emails(tmp_path / "outbox").values()))
+    assert not any(title in tomorrow for title in web_only)
+
+
+def test_an_edition_recorded_before_web_stories_were_kept_shows_as_sent(tmp_path: Path) -> None:
+    """Older editions hold only the count of their left-over stories: the archive shows the email."""
+    tables = base_tables(newsletter={"max_stories": 2})
+    config = write_config(tmp_path / "config.toml", tables, sample_feeds(tmp_path), SUBSCRIBERS)
+    assert cli(config, "send", "--now", DAY1)[0] == 0
+    state = config_mod.load(config).state_path
+    db = sqlite3.connect(state)
+    with db:
+        (data,) = db.execute("SELECT data FROM editions").fetchone()
+        old = json.loads(data)
+        dropped = len(old.pop("more"))
+        db.execute("UPDATE editions SET data=?", (json.dumps(old),))
+    db.close()
+    assert cli(config, "preview", "--archive", str(tmp_path / "site"))[0] == 0
+    page = html.unescape((tmp_path / "site" / "2026-11-21" / "index.html").read_text(encoding="utf-8"))
+    assert f"{dropped} more stories on the web" in page and "Hello reader" in page
