@@ -267,7 +267,9 @@ def preview(
     config = obj.config()
     fixed = parse_now(now) if now or os.environ.get("DIGEST_NOW") else None
     if archive is not None:
-        count = preview_driver.write_archive(config, archive)
+        from . import archive as web_archive
+
+        count = web_archive.write(config, archive)
         click.echo(f"Wrote {count} editions to {archive}/: host it at base_url/archive/ (View in browser)")
     elif output is not None:
         preview_driver.write_email(config, output, fixed or parse_now(None), subscriber, offline)

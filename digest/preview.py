@@ -10,12 +10,11 @@ does: a suppression, and only on an explicit POST.
 
 from __future__ import annotations
 
-import html
 import logging
 import re
 import webbrowser
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -27,17 +26,16 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import jinja2
 
+from . import archive, pipeline, web
 from . import config as config_mod
-from . import pipeline, render, select, web
-from .errors import DigestError, RenderError
-from .models import EMAIL_MARK, NAME_MARK, PREFERENCES_MARK, UNSUBSCRIBE_MARK, Edition, Entry, Rendered
+from .errors import DigestError
+from .models import Edition, Entry, Rendered
 from .settings import Config, NewsletterSettings, Subscriber
 from .store import Store
 
 log = logging.getLogger(__name__)
 GMAIL_CLIP = 102 * 1024
 """Gmail hides everything after ~102 KB of HTML behind "[Message clipped]"."""
-ARCHIVE_LIMIT = 10_000
 _ARCHIVE_DAY = re.compile(r"^/archive/(\d{4}-\d{2}-\d{2})/?$")
 
 
@@ -97,72 +95,6 @@ def reader_copy(config: Config, edition: Edition, subscriber: Subscriber | None,
     return Copy(subscriber, rendered, headers, body["html"], body["plain"], tuple(counts.items()))
 
 
-def neutral_html(page: str, newsletter: NewsletterSettings) -> str:
-    """A rendering for the web: personalisation markers become neutral text."""
-    address = newsletter.unsubscribe_mailto or newsletter.sender.rpartition("<")[2].rstrip(">")
-    values = {
-        NAME_MARK: "reader",
-        EMAIL_MARK: "your address",
-        UNSUBSCRIBE_MARK: html.escape(f"mailto:{address}?subject=unsubscribe"),
-        PREFERENCES_MARK: html.escape(f"{newsletter.base_url}/subscribe"),  # a reader's own link is personal
-    }
-    for mark, value in values.items():
-        page = page.replace(mark, value)
-    return page
-
-
-def archived(config: Config) -> list[Edition]:
-    """Past editions, newest first."""
-    with Store.read_only(config.state_path) as store:
-        return store.editions(limit=ARCHIVE_LIMIT)
-
-
-def archived_page(config: Config, day: date) -> str | None:
-    """One day's edition on the web: every story, those the email had no room for included.
-
-    The email's "N more stories on the web" links here. An edition recorded before its
-    web-only stories were kept, or one the current templates cannot render, is shown as
-    it was sent (the generic rendering).
-    """
-    with Store.read_only(config.state_path) as store:
-        edition = store.edition(day)
-        renders = store.renders(day)
-    if edition is None:
-        return None
-    if edition.more or not edition.overflow:
-        stories = select.every_story(edition, config.sections)
-        whole = replace(edition, overflow=0, more=())  # nothing left over on the web
-        try:
-            page = render.render(whole, stories, (), config.newsletter, config.templates_dir).html
-            return neutral_html(page, config.newsletter)
-        except RenderError as exc:
-            log.warning("archive %s: %s; showing the edition as it was sent", day, exc)
-    if not renders:
-        return None
-    generic = renders.get(()) or max(renders.values(), key=lambda r: r.story_count)
-    return neutral_html(generic.html, config.newsletter)
-
-
-def archive_index(config: Config, editions: list[Edition], *, preview: bool) -> str:
-    return (
-        pages().get_template("archive.html.j2").render(newsletter=config.newsletter, editions=editions, preview=preview)
-    )
-
-
-def write_archive(config: Config, target: Path) -> int:
-    """DIR/index.html and DIR/YYYY-MM-DD/index.html: static files any web server can host."""
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for edition in archived(config):
-        body = archived_page(config, edition.day)
-        if body is not None:
-            (target / edition.key).mkdir(exist_ok=True)
-            (target / edition.key / "index.html").write_text(body, encoding="utf-8")
-            written.append(edition)
-    (target / "index.html").write_text(archive_index(config, written, preview=False), encoding="utf-8")
-    return len(written)
-
-
 def write_email(config: Config, output: Path, now: datetime, email: str | None, offline: bool) -> None:
     subscriber = find_subscriber(config, email)
     with Store.read_only(config.state_path) as store:
@@ -209,11 +141,11 @@ class Preview:
         if path == "/archive":
             return 301, "/archive/", ""
         if path == "/archive/":
-            return 200, "text/html", archive_index(config, archived(config), preview=True)
+            return 200, "text/html", archive.index(config, archive.listed(config), back="/")
         day = _ARCHIVE_DAY.match(path)
         if day:
             try:
-                page = archived_page(config, date.fromisoformat(day[1]))
+                page = archive.page(config, date.fromisoformat(day[1]))
             except ValueError:
                 page = None
             if page is None:

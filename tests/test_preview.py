@@ -362,3 +362,5 @@ def test_an_edition_recorded_before_web_stories_were_kept_shows_as_sent(tmp_path
     assert cli(config, "preview", "--archive", str(tmp_path / "site"))[0] == 0
     page = html.unescape((tmp_path / "site" / "2026-11-21" / "index.html").read_text(encoding="utf-8"))
     assert f"{dropped} more stories on the web" in page and "Hello reader" in page
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "· 2 stories" in index  # the two it holds: the others were never kept

@@ -6,8 +6,8 @@ and header-size limits, X-Forwarded-For from a trusted local proxy) whose event 
 holds hundreds of slow connections for the price of a socket each; Starlette is the
 small, well-kept framework under FastAPI: routing, requests and responses, nothing more.
 Routes are thin: read a capped form body, run the blocking part (SQLite, config.toml,
-SMTP) in the thread pool, render the page. The logic is in signup.py and unsubscribe.py;
-server.py runs the app.
+SMTP) in the thread pool, render the page. The logic is in signup.py, unsubscribe.py and
+digest/archive.py (the past editions the emails link to); server.py runs the app.
 
 The app re-reads config.toml when it changes (a confirmation or `digest subscribers`
 edits it) and keeps one state connection per worker thread.
@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,8 +35,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import archive, pipeline
 from .. import config as config_mod
-from .. import pipeline
 from ..errors import DigestError
 from ..settings import Config
 from ..signup_store import SignupBook
@@ -45,6 +48,11 @@ log = logging.getLogger("digest.web")
 BODY_SECONDS = 10.0
 """A request body must arrive within this: a slow client cannot hold a form open forever."""
 FORM_TYPE = "application/x-www-form-urlencoded"
+ARCHIVE_SECONDS = 120.0
+"""How long an archive page is served from memory: a busy day's page takes ~0.1 s to build."""
+ARCHIVE_PAGES = 16
+"""Archive pages kept in memory (a busy day's is ~0.4 MB)."""
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class Site:
@@ -59,6 +67,7 @@ class Site:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._config = source if isinstance(source, Config) else None
+        self._pages: OrderedDict[str, tuple[float, Config, str | None]] = OrderedDict()
 
     def config(self) -> Config:
         if isinstance(self.source, Config):
@@ -72,6 +81,22 @@ class Site:
             if self._config is None or stamp is None or stamp != self._stamp:
                 self._config, self._stamp = config_mod.load(self.source), stamp
             return self._config
+
+    def cached(self, key: str, build: Callable[[Config], str | None]) -> str | None:
+        """An archive page from memory while fresh and built for the current config, else built now."""
+        config = self.config()
+        with self._lock:
+            hit = self._pages.get(key)
+            if hit and hit[1] is config and time.monotonic() - hit[0] < ARCHIVE_SECONDS:
+                self._pages.move_to_end(key)
+                return hit[2]
+        body = build(config)
+        with self._lock:
+            self._pages[key] = (time.monotonic(), config, body)
+            self._pages.move_to_end(key)
+            while len(self._pages) > ARCHIVE_PAGES:
+                self._pages.popitem(last=False)
+        return body
 
     def store(self, path: Path) -> Store:
         stores: dict[Path, Store] = self._local.__dict__.setdefault("stores", {})
@@ -106,6 +131,19 @@ def _headers(config: Config, embed: bool) -> dict[str, str]:
     if not embed:
         headers["X-Frame-Options"] = "DENY"
     return headers
+
+
+ARCHIVE_HEADERS = {
+    "Cache-Control": "public, max-age=300",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    # the stories' images come from the outlets; nothing else loads, nothing runs
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+        "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
 
 
 def _page(config: Config, page: Page, *, embed: bool = False) -> HTMLResponse:
@@ -260,6 +298,27 @@ async def unsubscribe_route(request: Request) -> Response:
     return Response(page, status, headers=headers)
 
 
+async def archive_index(request: Request) -> Response:
+    """Past editions, newest first: the emails' "View in browser" pages."""
+    site: Site = request.app.state.site
+    body = await run_in_threadpool(site.cached, "", lambda c: archive.index(c, archive.listed(c)))
+    return HTMLResponse(body, headers=ARCHIVE_HEADERS)
+
+
+async def archive_day(request: Request) -> Response:
+    """One edition with every story: where "N more stories on the web" leads."""
+    site: Site = request.app.state.site
+    text = request.path_params["day"]
+    try:
+        day = date.fromisoformat(text) if _DAY.fullmatch(text) else None
+    except ValueError:
+        day = None
+    body = await run_in_threadpool(site.cached, day.isoformat(), lambda c: archive.page(c, day)) if day else None
+    if body is None:
+        return _message(site.config(), 404, "Not found", "There is no edition for that day.")
+    return HTMLResponse(body, headers=ARCHIVE_HEADERS)
+
+
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
     config = request.app.state.site.config()
@@ -305,6 +364,8 @@ def create_app(source: Config | Path) -> ASGIApp:
         Route("/confirm", confirm_post, methods=["POST"]),
         Route("/preferences", preferences, methods=["GET", "HEAD", "POST"]),
         Route("/unsubscribe", unsubscribe_route, methods=["GET", "HEAD", "POST", "PUT", "DELETE"]),
+        Route("/archive/", archive_index, methods=["GET", "HEAD"]),
+        Route("/archive/{day}/", archive_day, methods=["GET", "HEAD"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         Refused: _refused,

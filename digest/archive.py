@@ -1,0 +1,115 @@
+"""The web archive: each past edition as one page with every story, and an index of them.
+
+The email's "View in browser" and "N more stories on the web" links lead here, so a day's
+page holds the whole edition: the stories beyond `max_stories` and those cut to keep the
+email under Gmail's clip included. `digest serve` answers these pages itself, `digest
+preview` shows them, and `digest preview --archive DIR` writes them as static files.
+Pages are built from the stored edition (read-only) with the email's templates; nothing
+personal is in them.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+import jinja2
+
+from . import render, select
+from .errors import RenderError
+from .models import EMAIL_MARK, NAME_MARK, PREFERENCES_MARK, UNSUBSCRIBE_MARK
+from .settings import Config, NewsletterSettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+LIMIT = 10_000
+"""Editions listed in the index (27 years of daily editions)."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One line of the index: the day, how many stories its page holds, and its top headline."""
+
+    day: date
+    stories: int
+    top: str
+
+    @property
+    def key(self) -> str:
+        return self.day.isoformat()
+
+
+def neutral_html(page: str, newsletter: NewsletterSettings) -> str:
+    """A rendering for the web: personalisation markers become neutral text."""
+    address = newsletter.unsubscribe_mailto or newsletter.sender.rpartition("<")[2].rstrip(">")
+    values = {
+        NAME_MARK: "reader",
+        EMAIL_MARK: "your address",
+        UNSUBSCRIBE_MARK: html.escape(f"mailto:{address}?subject=unsubscribe"),
+        PREFERENCES_MARK: html.escape(f"{newsletter.base_url}/subscribe"),  # a reader's own link is personal
+    }
+    for mark, value in values.items():
+        page = page.replace(mark, value)
+    return page
+
+
+def listed(config: Config, limit: int = LIMIT) -> list[Listed]:
+    """Past editions, newest first, read without decoding their stories."""
+    with Store.read_only(config.state_path) as store:
+        return [Listed(day, count, top) for day, count, top in store.edition_index(limit)]
+
+
+def page(config: Config, day: date) -> str | None:
+    """One day's edition on the web: every story, those the email had no room for included.
+
+    An edition recorded before its web-only stories were kept, or one the current
+    templates cannot render, is shown as it was sent (its generic rendering).
+    """
+    with Store.read_only(config.state_path) as store:
+        edition = store.edition(day)
+        renders = store.renders(day)
+    if edition is None:
+        return None
+    if edition.more or not edition.overflow:
+        stories = select.every_story(edition, config.sections)
+        whole = replace(edition, overflow=0, more=())  # nothing left over on the web
+        try:
+            body = render.render(whole, stories, (), config.newsletter, config.templates_dir).html
+            return neutral_html(body, config.newsletter)
+        except RenderError as exc:
+            log.warning("archive %s: %s; showing the edition as it was sent", day, exc)
+    if not renders:
+        return None
+    generic = renders.get(()) or max(renders.values(), key=lambda r: r.story_count)
+    return neutral_html(generic.html, config.newsletter)
+
+
+def index(config: Config, editions: list[Listed], *, back: str = "") -> str:
+    """The list of past editions; `back` links to the page it was opened from (the preview)."""
+    from .pipeline import preview_templates
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(preview_templates())),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("archive.html.j2").render(newsletter=config.newsletter, editions=editions, back=back)
+
+
+def write(config: Config, target: Path) -> int:
+    """DIR/index.html and DIR/YYYY-MM-DD/index.html: static files any web server can host."""
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for entry in listed(config):
+        body = page(config, entry.day)
+        if body is not None:
+            (target / entry.key).mkdir(exist_ok=True)
+            (target / entry.key / "index.html").write_text(body, encoding="utf-8")
+            written.append(entry)
+    (target / "index.html").write_text(index(config, written), encoding="utf-8")
+    return len(written)

@@ -1,0 +1,106 @@
+"""The web archive `digest serve` answers: where the emails' "View in browser" and "N more
+stories on the web" links lead. A real uvicorn server on 127.0.0.1, a real send into a
+Maildir, the links followed from the delivered email; the page read in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import MakeConfig
+from test_web_browser import browser  # noqa: F401  (the module's Chromium fixture)
+from test_web_signup import DAY1, html_part, start
+
+from digest import config as config_mod
+from digest.store import Store
+
+DAY = DAY1[:10]
+
+
+def files(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by relative path, with a hash of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def sent(make_config: MakeConfig) -> Iterator[tuple[Path, str, str]]:
+    """A server, then a send of DAY1 whose email keeps 2 stories: (config, base, Ada's email HTML)."""
+    config = make_config(newsletter={"max_stories": 2})
+    server, base = start(config)
+    try:
+        done = subprocess.run(  # its own process: Playwright's sync API may hold this thread's event loop
+            [sys.executable, "-m", "digest", "--config", str(config), "send", "--now", DAY1],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "stories (" in done.stdout and "more on the web)" in done.stdout, done.stdout
+        folder = config_mod.load(config).delivery.maildir / "new"
+        for path in folder.iterdir():
+            message = message_from_bytes(path.read_bytes(), policy=policy.default)
+            if "ada@example.com" in str(message["To"]):
+                yield config, base, html_part(message)  # type: ignore[arg-type]
+                break
+        else:
+            pytest.fail("no email for ada@example.com")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_emails_web_links_lead_to_every_story(sent: tuple[Path, str, str]) -> None:
+    config, base, email = sent
+    with Store.read_only(config_mod.load(config).state_path) as store:
+        edition = store.edition(date.fromisoformat(DAY))
+    assert edition is not None and edition.more
+    more_link = re.search(r'<a href="([^"]+)"[^>]*>(\d+) more stories on the web', email)
+    assert more_link and int(more_link[2]) == len(edition.more)
+    view = re.search(r'<a href="([^"]+)"[^>]*>View in browser', email)
+    assert view and view[1] == more_link[1] == f"{base}/archive/{DAY}/"
+
+    state = config_mod.load(config).state_path.parent
+    before = files(state)
+    page = httpx.get(html.unescape(more_link[1]), timeout=20)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = html.unescape(page.text)
+    for story in (*edition.stories, *edition.more):
+        assert story.lead.title in text
+    assert "more stories on the web" not in text and "__DIGEST_" not in text and "ada@example.com" not in text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "img-src https: http: data:" in csp and "script-src" not in csp
+    assert page.headers["x-frame-options"] == "DENY" and "public" in page.headers["cache-control"]
+
+    index = httpx.get(f"{base}/archive/", timeout=20)
+    total = len(edition.stories) + len(edition.more)
+    assert index.status_code == 200 and f'href="{DAY}/"' in index.text and f"· {total} stories" in index.text
+    assert httpx.get(f"{base}/archive/{DAY}", timeout=20, follow_redirects=True).text == page.text
+    assert httpx.head(f"{base}/archive/{DAY}/", timeout=20).status_code == 200
+    for missing in ("2026-11-20/", "2026-13-45/", "yesterday/", "../config.toml/"):
+        assert httpx.get(f"{base}/archive/{missing}", timeout=20).status_code == 404, missing
+    assert httpx.post(f"{base}/archive/{DAY}/", timeout=20).status_code == 405
+    assert files(state) == before  # a GET changes nothing
+
+
+def test_the_archive_page_reads_on_a_phone(browser: object, sent: tuple[Path, str, str], tmp_path: Path) -> None:  # noqa: F811
+    _config, base, _email = sent
+    page = browser.new_page(viewport={"width": 375, "height": 740})  # type: ignore[attr-defined]
+    try:
+        page.goto(f"{base}/archive/", wait_until="domcontentloaded")
+        page.get_by_role("link", name=re.compile(r"Saturday, 21 November 2026")).click()
+        page.wait_for_url(f"{base}/archive/{DAY}/")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        headlines = page.locator("h2.headline").all_inner_texts()
+        assert len(headlines) >= 4  # the email's two and those it had no room for
+        assert page.get_by_text("more stories on the web").count() == 0
+        page.screenshot(path=str(tmp_path / "archive-375.png"), full_page=True)
+    finally:
+        page.close()
