@@ -146,6 +146,23 @@ def sample_feeds(folder: Path) -> list[dict[str, Any]]:
 MakeConfig = Callable[..., Path]
 
 
+def base_tables(**extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tests' newsletter (Maildir delivery, 100 stories), with `extra` keys merged per table."""
+    tables: dict[str, dict[str, Any]] = {
+        "newsletter": {
+            "title": "Orbit Daily",
+            "from": "Orbit Daily <news@orbitdaily.example>",
+            "timezone": "UTC",
+            "base_url": "https://news.example.com",
+            "max_stories": 100,
+        },
+        "delivery": {"transport": "maildir", "maildir": "outbox"},
+    }
+    for name, values in extra.items():
+        tables[name] = {**tables.get(name, {}), **values}
+    return tables
+
+
 @pytest.fixture
 def make_config(tmp_path: Path) -> MakeConfig:
     """make_config(smtp=server, feeds=[...], subscribers=[...], **tables) -> config path."""
@@ -156,16 +173,7 @@ def make_config(tmp_path: Path) -> MakeConfig:
         subscribers: list[dict[str, Any]] | None = None,
         **tables: dict[str, Any],
     ) -> Path:
-        base: dict[str, dict[str, Any]] = {
-            "newsletter": {
-                "title": "Orbit Daily",
-                "from": "Orbit Daily <news@orbitdaily.example>",
-                "timezone": "UTC",
-                "base_url": "https://news.example.com",
-                "max_stories": 100,
-            },
-            "delivery": {"transport": "maildir", "maildir": "outbox"},
-        }
+        base = base_tables()
         if smtp is not None:
             base["delivery"] = {"transport": "smtp"}
             base["smtp"] = {"host": "127.0.0.1", "port": smtp.port, "security": "none", "timeout": 10}

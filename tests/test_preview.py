@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, SUBSCRIBERS, sample_feeds, write_config
+from conftest import ROOT, SUBSCRIBERS, base_tables, sample_feeds, write_config
 
 from digest import config as config_mod
 from digest import pipeline
@@ -37,22 +36,6 @@ COMMERCIAL = "Lodestar Orbital raises $220 million to build in-orbit refuelling 
 MILITARY = "Nordic defence ministries agree shared satellite surveillance pool"
 LAUNCH = "Kourou pad refurbishment finishes ahead of schedule"
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-
-
-def base_tables(**extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    tables: dict[str, dict[str, Any]] = {
-        "newsletter": {
-            "title": "Orbit Daily",
-            "from": "Orbit Daily <news@orbitdaily.example>",
-            "timezone": "UTC",
-            "base_url": "https://news.example.com",
-            "max_stories": 100,
-        },
-        "delivery": {"transport": "maildir", "maildir": "outbox"},
-    }
-    for name, values in extra.items():
-        tables[name] = {**tables.get(name, {}), **values}
-    return tables
 
 
 def cli(config: Path, *args: str) -> tuple[int, str]:
