@@ -287,11 +287,13 @@ class SendReport:
     note: str = ""
     destination: str = ""
     per_subscriber: dict[str, str] = field(default_factory=dict)
-    web_only: int = 0  # stories beyond max_stories, on the edition's web page
+    web_only: int = 0  # stories beyond max_stories: on the edition's web page when there is one
+    archive: bool = True  # base_url is set, so the email links that page
 
     def summary(self) -> str:
         feeds = f"{self.feeds} feeds" + (f" ({self.feeds_failed} failed)" if self.feeds_failed else "")
-        stories = f"{self.stories} stories" + (f" ({self.web_only} more on the web)" if self.web_only else "")
+        where = "on the web" if self.archive else "did not fit"
+        stories = f"{self.stories} stories" + (f" ({self.web_only} more {where})" if self.web_only else "")
         parts = [feeds, f"{self.new_entries} new entries", stories]
         if self.note:
             parts.append(self.note)

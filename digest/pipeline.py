@@ -264,6 +264,7 @@ def _report(
         new_entries=polled.new_entries,
         stories=len(edition.stories),
         web_only=len(edition.more),
+        archive=bool(config.newsletter.base_url),
         delivered=counts.get("sent", 0),
         recipients=recipients,
         retrying=counts.get("retrying", 0),

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from digest import config as config_mod
 from digest import pipeline
 from digest.cli import main
 from digest.mail import unsubscribe_token
-from digest.models import Edition
+from digest.models import Edition, SendReport
 from digest.store import Store
 
 DAY1 = "2026-11-21T07:00:00+00:00"
@@ -347,3 +348,10 @@ def test_an_edition_recorded_before_web_stories_were_kept_shows_as_sent(tmp_path
     assert f"{dropped} more stories on the web" in page and "Hello reader" in page
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     assert "· 2 stories" in index  # the two it holds: the others were never kept
+
+
+def test_the_send_summary_says_where_the_left_over_stories_are() -> None:
+    report = SendReport(feeds=5, feeds_failed=0, new_entries=9, stories=2, delivered=3, recipients=3, web_only=4)
+    assert report.summary() == "5 feeds, 9 new entries, 2 stories (4 more on the web), delivered to 3 of 3 subscribers"
+    assert "2 stories (4 more did not fit)," in replace(report, archive=False).summary()  # no base_url: no web page
+    assert "9 new entries, 2 stories, delivered" in replace(report, web_only=0).summary()
