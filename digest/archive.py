@@ -14,6 +14,7 @@ import html
 import logging
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import cache
 from pathlib import Path
 
 import jinja2
@@ -89,16 +90,22 @@ def page(config: Config, day: date) -> str | None:
 
 def index(config: Config, editions: list[Listed], *, back: str = "") -> str:
     """The list of past editions; `back` links to the page it was opened from (the preview)."""
+    template = _pages().get_template("archive.html.j2")
+    return template.render(newsletter=config.newsletter, editions=editions, back=back)
+
+
+@cache
+def _pages() -> jinja2.Environment:
     from .pipeline import preview_templates
 
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(preview_templates())),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=True,
     )
-    return env.get_template("archive.html.j2").render(newsletter=config.newsletter, editions=editions, back=back)
 
 
 def write(config: Config, target: Path) -> int:
