@@ -79,7 +79,8 @@ def page(config: Config, day: date) -> str | None:
         whole = replace(edition, overflow=0, more=())  # nothing left over on the web
         try:
             body = render.render(whole, stories, (), config.newsletter, config.templates_dir).html
-            return neutral_html(body, config.newsletter)
+            # a busy day's page has hundreds of story images: the browser fetches them as they scroll in
+            return neutral_html(body.replace("<img ", '<img loading="lazy" '), config.newsletter)
         except RenderError as exc:
             log.warning("archive %s: %s; showing the edition as it was sent", day, exc)
     if not renders:

@@ -75,6 +75,8 @@ def test_the_emails_web_links_lead_to_every_story(sent: tuple[Path, str, str]) -
     for story in (*edition.stories, *edition.more):
         assert story.lead.title in text
     assert "more stories on the web" not in text and "__DIGEST_" not in text and "ada@example.com" not in text
+    images = re.findall(r"<img [^>]*>", page.text)
+    assert images and all('loading="lazy"' in image for image in images)
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "img-src https: http: data:" in csp and "script-src" not in csp
     assert page.headers["x-frame-options"] == "DENY" and "public" in page.headers["cache-control"]
