@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import html
 import logging
+import uuid
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 
@@ -30,17 +31,28 @@ LIMIT = 10_000
 """Editions listed in the index (27 years of daily editions)."""
 
 
+FEED_ENTRIES = 50
+"""Editions in the archive's Atom feed."""
+ATOM = "http://www.w3.org/2005/Atom"
+
+
 @dataclass(frozen=True)
 class Listed:
-    """One line of the index: the day, how many stories its page holds, and its top headline."""
+    """One past edition in the index and the feed: its day, when it was made, how many
+    stories its page holds, and its first headlines."""
 
     day: date
+    created: datetime
     stories: int
-    top: str
+    tops: tuple[str, ...]
 
     @property
     def key(self) -> str:
         return self.day.isoformat()
+
+    @property
+    def top(self) -> str:
+        return self.tops[0] if self.tops else ""
 
 
 def neutral_html(page: str, newsletter: NewsletterSettings) -> str:
@@ -60,7 +72,7 @@ def neutral_html(page: str, newsletter: NewsletterSettings) -> str:
 def listed(config: Config, limit: int = LIMIT) -> list[Listed]:
     """Past editions, newest first, read without decoding their stories."""
     with Store.read_only(config.state_path) as store:
-        return [Listed(day, count, top) for day, count, top in store.edition_index(limit)]
+        return [Listed(*row) for row in store.edition_index(limit)]
 
 
 def page(config: Config, day: date) -> str | None:
@@ -95,6 +107,55 @@ def index(config: Config, editions: list[Listed], *, back: str = "") -> str:
     return template.render(newsletter=config.newsletter, editions=editions, back=back)
 
 
+def feed(config: Config, editions: list[Listed], base: str) -> str:
+    """The newest editions as an Atom feed, for readers who follow the newsletter in a feed reader.
+
+    Links are `base`/archive/DAY/; without a base (no base_url, static files) they are
+    relative to the feed, and ids are name-based UUIDs, stable across runs.
+    """
+    from xml.etree import ElementTree as ET  # builds and escapes our own document; never parses input
+
+    newsletter = config.newsletter
+    root = f"{base}/archive/" if base else ""
+
+    def element(parent: ET.Element, tag: str, text: str = "", **attributes: str) -> ET.Element:
+        node = ET.SubElement(parent, f"{{{ATOM}}}{tag}", attributes)
+        node.text = text or None
+        return node
+
+    def ident(path: str) -> str:
+        return root + path if base else uuid.uuid5(uuid.NAMESPACE_URL, f"digest:{newsletter.title}:{path}").urn
+
+    ET.register_namespace("", ATOM)
+    top = ET.Element(f"{{{ATOM}}}feed")
+    element(top, "title", newsletter.title)
+    if newsletter.tagline:
+        element(top, "subtitle", newsletter.tagline)
+    element(top, "id", ident(""))
+    element(top, "link", rel="self", href=root + "feed.xml")
+    element(top, "link", rel="alternate", type="text/html", href=root or "./")
+    shown = editions[:FEED_ENTRIES]
+    newest = max((e.created for e in shown), default=datetime(1970, 1, 1, tzinfo=UTC))
+    element(top, "updated", _stamp(newest))
+    element(element(top, "author"), "name", newsletter.title)
+    element(top, "generator", "digest")
+    for edition in shown:
+        entry = element(top, "entry")
+        when = edition.day.strftime("%A, %-d %B %Y")
+        element(entry, "title", f"{when}: {edition.top}" if edition.top else when)
+        element(entry, "id", ident(edition.key + "/"))
+        element(entry, "link", rel="alternate", type="text/html", href=f"{root}{edition.key}/")
+        element(entry, "updated", _stamp(edition.created))
+        count = f"{edition.stories} {'story' if edition.stories == 1 else 'stories'}"
+        element(entry, "summary", f"{count}: {' · '.join(edition.tops)}" if edition.tops else count)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(top, encoding="unicode") + "\n"
+
+
+def _stamp(moment: datetime) -> str:
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 @cache
 def _pages() -> jinja2.Environment:
     from .pipeline import preview_templates
@@ -120,4 +181,5 @@ def write(config: Config, target: Path) -> int:
             (target / entry.key / "index.html").write_text(body, encoding="utf-8")
             written.append(entry)
     (target / "index.html").write_text(index(config, written), encoding="utf-8")
+    (target / "feed.xml").write_text(feed(config, written, config.newsletter.base_url), encoding="utf-8")
     return len(written)

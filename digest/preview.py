@@ -142,6 +142,8 @@ class Preview:
             return 301, "/archive/", ""
         if path == "/archive/":
             return 200, "text/html", archive.index(config, archive.listed(config), back="/")
+        if path == "/archive/feed.xml":  # links relative to the feed: the preview has no public address
+            return 200, "application/atom+xml", archive.feed(config, archive.listed(config, archive.FEED_ENTRIES), "")
         day = _ARCHIVE_DAY.match(path)
         if day:
             try:

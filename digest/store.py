@@ -253,18 +253,24 @@ class Store:
         row = self.db.execute("SELECT data FROM editions WHERE day=?", (day.isoformat(),)).fetchone()
         return _edition_from(json.loads(row[0])) if row else None
 
-    def edition_index(self, limit: int = 30) -> list[tuple[date, int, str]]:
-        """(day, stories on its web page, top headline) of the newest editions, for the archive.
+    def edition_index(self, limit: int = 30) -> list[tuple[date, datetime, int, tuple[str, ...]]]:
+        """(day, created, stories on its web page, first three headlines) of the newest
+        editions, for the archive and its feed.
 
-        SQLite reads the three values out of each edition's JSON in C; decoding every
-        edition into Stories for an index line took ~20 ms per busy day.
+        SQLite reads these out of each edition's JSON in C; decoding every edition into
+        Stories for an index line took ~20 ms per busy day.
         """
         rows = self.db.execute(
-            "SELECT day, json_array_length(data, '$.stories') + coalesce(json_array_length(data, '$.more'), 0),"
-            " coalesce(json_extract(data, '$.stories[0].lead.title'), '') FROM editions ORDER BY day DESC LIMIT ?",
+            "SELECT day, created_at,"
+            " json_array_length(data, '$.stories') + coalesce(json_array_length(data, '$.more'), 0),"
+            " json_extract(data, '$.stories[0].lead.title'), json_extract(data, '$.stories[1].lead.title'),"
+            " json_extract(data, '$.stories[2].lead.title') FROM editions ORDER BY day DESC LIMIT ?",
             (limit,),
         )
-        return [(date.fromisoformat(day), int(count), str(top)) for day, count, top in rows]
+        return [
+            (date.fromisoformat(day), _when(created), int(count), tuple(str(t) for t in tops if t))
+            for day, created, count, *tops in rows
+        ]
 
     def edition_summaries(self, limit: int = 7) -> list[tuple[date, int, tuple[str, ...]]]:
         """(day, story count, feed health) of the newest editions, for `digest status`.

@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+import feedparser
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT, SUBSCRIBERS, base_tables, sample_feeds, write_config
@@ -216,6 +217,10 @@ def test_archive_pages_show_past_editions_as_sent(history_site: tuple[Path, str,
     assert "__DIGEST_" not in day and "Hello reader" in day
     assert get(url + "/archive/2026-11-20/")[0] == 404
     assert get(url + "/archive/2026-11-21")[0] == 200  # redirected to the slash form
+    status, atom = get(url + "/archive/feed.xml")
+    feed = feedparser.parse(atom.encode())
+    assert status == 200 and not feed.bozo and [e.link for e in feed.entries] == ["2026-11-21/"]
+    assert all(e.id.startswith("urn:uuid:") for e in feed.entries)  # no public address: stable name-based ids
 
 
 def test_output_writes_the_email_html_offline_or_fetched(tmp_path: Path) -> None:
@@ -244,6 +249,8 @@ def test_archive_option_writes_static_files(tmp_path: Path) -> None:
     assert html.escape(COMMERCIAL) in day and html.escape(MILITARY) in day
     assert "__DIGEST_" not in day and "ada@example.com" not in day  # no one's personal copy
     assert "https://news.example.com/archive/2026-11-21/" in day  # the email's "view in browser" target
+    feed = feedparser.parse((tmp_path / "site" / "feed.xml").read_bytes())
+    assert not feed.bozo and [e.link for e in feed.entries] == ["https://news.example.com/archive/2026-11-21/"]
 
 
 def test_edits_to_config_and_templates_show_on_reload(tmp_path: Path) -> None:

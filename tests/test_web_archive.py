@@ -15,6 +15,7 @@ from datetime import date
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import feedparser
 import httpx
 import pytest
 from conftest import MakeConfig
@@ -106,3 +107,24 @@ def test_the_archive_page_reads_on_a_phone(browser: object, sent: tuple[Path, st
         page.screenshot(path=str(tmp_path / "archive-375.png"), full_page=True)
     finally:
         page.close()
+
+
+def test_the_archive_feed_lists_the_editions_for_a_feed_reader(sent: tuple[Path, str, str]) -> None:
+    """Read back with feedparser, the parser digest itself uses for feeds."""
+    config, base, _email = sent
+    index = httpx.get(f"{base}/archive/", timeout=20).text
+    assert '<link rel="alternate" type="application/atom+xml"' in index and 'href="feed.xml"' in index
+    answer = httpx.get(f"{base}/archive/feed.xml", timeout=20)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    parsed = feedparser.parse(answer.content)
+    assert not parsed.bozo, parsed.bozo_exception
+    assert parsed.feed.title == "Orbit Daily" and parsed.feed.link == f"{base}/archive/"
+    [entry] = parsed.entries
+    with Store.read_only(config_mod.load(config).state_path) as store:
+        edition = store.edition(date.fromisoformat(DAY))
+    assert edition is not None
+    assert entry.link == entry.id == f"{base}/archive/{DAY}/"
+    assert entry.title == f"Saturday, 21 November 2026: {edition.stories[0].lead.title}"
+    total = len(edition.stories) + len(edition.more)
+    assert entry.summary.startswith(f"{total} stories: {edition.stories[0].lead.title} · ")
+    assert httpx.get(entry.link, timeout=20).status_code == 200

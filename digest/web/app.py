@@ -305,6 +305,17 @@ async def archive_index(request: Request) -> Response:
     return HTMLResponse(body, headers=ARCHIVE_HEADERS)
 
 
+async def archive_feed(request: Request) -> Response:
+    """The newest editions as Atom, for readers who follow the newsletter in a feed reader."""
+    site: Site = request.app.state.site
+    base = site.config().newsletter.base_url or str(request.base_url).rstrip("/")
+    body = await run_in_threadpool(
+        site.cached, f"feed {base}", lambda c: archive.feed(c, archive.listed(c, archive.FEED_ENTRIES), base)
+    )
+    headers = {**ARCHIVE_HEADERS, "Content-Type": "application/atom+xml; charset=utf-8"}
+    return Response(body, headers=headers)
+
+
 async def archive_day(request: Request) -> Response:
     """One edition with every story: where "N more stories on the web" leads."""
     site: Site = request.app.state.site
@@ -365,6 +376,7 @@ def create_app(source: Config | Path) -> ASGIApp:
         Route("/preferences", preferences, methods=["GET", "HEAD", "POST"]),
         Route("/unsubscribe", unsubscribe_route, methods=["GET", "HEAD", "POST", "PUT", "DELETE"]),
         Route("/archive/", archive_index, methods=["GET", "HEAD"]),
+        Route("/archive/feed.xml", archive_feed, methods=["GET", "HEAD"]),
         Route("/archive/{day}/", archive_day, methods=["GET", "HEAD"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
