@@ -128,3 +128,29 @@ def test_the_archive_feed_lists_the_editions_for_a_feed_reader(sent: tuple[Path,
     total = len(edition.stories) + len(edition.more)
     assert entry.summary.startswith(f"{total} stories: {edition.stories[0].lead.title} · ")
     assert httpx.get(entry.link, timeout=20).status_code == 200
+
+
+def test_the_signup_page_shows_the_latest_edition(sent: tuple[Path, str, str]) -> None:
+    """A reader deciding whether to subscribe sees what comes: the newest headlines, a link to them."""
+    config, base, _email = sent
+    with Store.read_only(config_mod.load(config).state_path) as store:
+        edition = store.edition(date.fromisoformat(DAY))
+    assert edition is not None
+    page = httpx.get(f"{base}/subscribe", timeout=20)
+    text = html.unescape(page.text)
+    assert page.status_code == 200 and "The latest edition" in text
+    for story in edition.stories[:2]:
+        assert story.lead.title in text
+    link = re.search(r'The latest edition: <a href="([^"]+)">Saturday, 21 November 2026</a>', page.text)
+    assert link and httpx.get(f"{base}/{link[1]}", timeout=20).status_code == 200
+    assert httpx.get(f"{base}/archive/", timeout=20).status_code == 200 and 'href="archive/"' in page.text
+
+
+def test_before_the_first_edition_the_signup_page_shows_none(make_config: MakeConfig) -> None:
+    server, base = start(make_config())
+    try:
+        page = httpx.get(f"{base}/subscribe", timeout=20)
+        assert page.status_code == 200 and "Subscribe to Updates" in page.text and "latest edition" not in page.text
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -239,7 +239,7 @@ async def _run(request: Request, work: Work, *, embed: bool = False) -> Response
 
 
 async def subscribe_form(request: Request) -> Response:
-    return await _run(request, lambda c, s, v: signup.subscribe_page(c, v))
+    return await _run(request, lambda c, s, v: signup.subscribe_page(c, v, store=s))
 
 
 async def subscribe_post(request: Request) -> Response:

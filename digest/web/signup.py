@@ -125,9 +125,15 @@ def field(fields: Fields, name: str) -> str:
 
 
 def subscribe_page(
-    config: Config, visit: Visit, values: Fields | None = None, errors: dict[str, str] | None = None
+    config: Config,
+    visit: Visit,
+    values: Fields | None = None,
+    errors: dict[str, str] | None = None,
+    store: Store | None = None,
 ) -> Page:
+    """The signup form, with the latest edition's headlines: a reader deciding sees what comes."""
     values = values or {}
+    latest = store.edition_index(1) if store is not None else []
     return Page(
         400 if errors else 200,
         "web/subscribe.html.j2",
@@ -138,6 +144,7 @@ def subscribe_page(
             "errors": errors or {},
             "form_token": form_token(visit.secret, visit.now),
             "honeypot": HONEYPOT,
+            "latest": [(day.strftime("%A, %-d %B %Y"), day.isoformat(), tops) for day, _, _, tops in latest],
         },
     )
 
@@ -165,7 +172,7 @@ def subscribe(config: Config, store: Store, fields: Fields, visit: Visit) -> Pag
     if "" in topics:
         errors["topics"] = "Choose among the sections listed."
     if errors:
-        return subscribe_page(config, visit, fields, errors)
+        return subscribe_page(config, visit, fields, errors, store)
     book = SignupBook(store)
     admitted = book.admit(
         email,
