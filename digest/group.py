@@ -590,31 +590,33 @@ def _story(
     centroid: Vector = defaultdict(float)
     count: Counter[str] = Counter()
     for i in members:
-        count.update(vectors[i].keys())
-        for k, w in vectors[i].items():
+        vector = vectors[i]
+        count.update(vector.keys())
+        for k, w in vector.items():
             centroid[k] += w
-    shared = sorted((k for k in centroid if count[k] > 1), key=lambda k: (-centroid[k], k))
-    surface: dict[str, str] = {}
-    for i in members:
-        for k, s in docs[i].surface.items():
-            surface.setdefault(k, s)
+    shared = heapq.nsmallest(MAX_TERMS, (k for k, n in count.items() if n > 1), key=lambda k: (-centroid[k], k))
+
+    def show(key: str) -> str:
+        """How the first member (in `members` order) that has the term wrote it."""
+        for i in members:
+            written = docs[i].surface.get(key)
+            if written is not None:
+                return written
+        return key.lstrip("#")
+
     joined = []
     for i in also:
-        rest = {k: centroid[k] - w for k, w in vectors[i].items()}
-        score = agreement[i] / (len(members) - 1)
         own = vectors[i]
+        rest = {k: centroid[k] - w for k, w in own.items()}
+        score = agreement[i] / (len(members) - 1)
         terms = heapq.nsmallest(MAX_TERMS, (k for k in own if rest[k] > 1e-9), key=lambda k: (-own[k] * rest[k], k))
-        joined.append(Joined(items[i].id, round(score, 3), tuple(_show(surface, k) for k in terms)))
+        joined.append(Joined(items[i].id, round(score, 3), tuple(map(show, terms))))
     return Story(
         lead=items[lead],
         also=tuple(items[i] for i in also),
-        terms=tuple(_show(surface, k) for k in shared[:MAX_TERMS]),
+        terms=tuple(map(show, shared)),
         why=tuple(joined),
     )
-
-
-def _show(surface: dict[str, str], key: str) -> str:
-    return surface.get(key, key.lstrip("#"))
 
 
 def _story_order(story: Story) -> tuple[int, int, float, str]:
