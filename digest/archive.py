@@ -90,7 +90,7 @@ def page(config: Config, day: date) -> str | None:
         stories = select.every_story(edition, config.sections)
         whole = replace(edition, overflow=0, more=())  # nothing left over on the web
         try:
-            body = render.render(whole, stories, (), config.newsletter, config.templates_dir).html
+            body = render.render(whole, stories, (), config.newsletter, config.templates_dir, web=True).html
             # a busy day's page has hundreds of story images: the browser fetches them as they scroll in
             return neutral_html(body.replace("<img ", '<img loading="lazy" '), config.newsletter)
         except RenderError as exc:

@@ -116,11 +116,13 @@ def render(
     user_dir: Path | None = None,
     *,
     dropped: int = 0,
+    web: bool = False,
 ) -> Rendered:
     """Render one section set of the edition; raises RenderError naming the template.
 
     `dropped` stories did not fit the size budget: they join the edition's web-only
-    stories (those of `topics`) in the "N more stories on the web" count.
+    stories (those of `topics`) in the "N more stories on the web" count. `web` renders
+    the public archive page: no greeting, and a footer that invites to subscribe.
     """
     if user_dir is not None and not user_dir.is_dir():
         raise RenderError(f"[newsletter] templates: folder {user_dir} does not exist: create it or remove the key")
@@ -138,6 +140,7 @@ def render(
         "overflow": overflow,
         "also_limit": ALSO_OUTLETS,
         "archive_url": f"{newsletter.base_url}/archive/{edition.key}/" if newsletter.base_url else "",
+        "web": web,
         "name_mark": NAME_MARK,
         "email_mark": EMAIL_MARK,
         "unsubscribe_mark": UNSUBSCRIBE_MARK,

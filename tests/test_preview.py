@@ -214,7 +214,8 @@ def test_archive_pages_show_past_editions_as_sent(history_site: tuple[Path, str,
     assert status == 200 and 'href="2026-11-21/"' in index and "2026-11-22" not in index
     status, day = get(url + "/archive/2026-11-21/")
     assert status == 200 and html.escape(LAUNCH) in day and html.escape(COMMERCIAL) not in day
-    assert "__DIGEST_" not in day and "Hello reader" in day
+    assert "__DIGEST_" not in day and "Hello" not in day and "You receive" not in day  # a public page, not a copy
+    assert '<a href="https://news.example.com/subscribe" class="footer-link">Subscribe</a>' in day
     assert get(url + "/archive/2026-11-20/")[0] == 404
     assert get(url + "/archive/2026-11-21")[0] == 200  # redirected to the slash form
     status, atom = get(url + "/archive/feed.xml")
@@ -248,7 +249,7 @@ def test_archive_option_writes_static_files(tmp_path: Path) -> None:
     day = (tmp_path / "site" / "2026-11-21" / "index.html").read_text(encoding="utf-8")
     assert html.escape(COMMERCIAL) in day and html.escape(MILITARY) in day
     assert "__DIGEST_" not in day and "ada@example.com" not in day  # no one's personal copy
-    assert "https://news.example.com/archive/2026-11-21/" in day  # the email's "view in browser" target
+    assert 'href="https://news.example.com/archive/"' in day and "View in browser" not in day  # it is the browser view
     feed = feedparser.parse((tmp_path / "site" / "feed.xml").read_bytes())
     assert not feed.bozo and [e.link for e in feed.entries] == ["https://news.example.com/archive/2026-11-21/"]
 

@@ -76,6 +76,8 @@ def test_the_emails_web_links_lead_to_every_story(sent: tuple[Path, str, str]) -
     for story in (*edition.stories, *edition.more):
         assert story.lead.title in text
     assert "more stories on the web" not in text and "__DIGEST_" not in text and "ada@example.com" not in text
+    assert f'<a href="{base}/subscribe" class="footer-link">Subscribe</a>' in page.text  # invites, not "you receive"
+    assert "You receive" not in text and "Hello" not in text and "Unsubscribe" not in text
     images = re.findall(r"<img [^>]*>", page.text)
     assert images and all('loading="lazy"' in image for image in images)
     csp = page.headers["content-security-policy"]
