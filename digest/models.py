@@ -228,13 +228,13 @@ class Edition:
     def key(self) -> str:
         return self.day.isoformat()
 
-    def more_count(self, topics: Sequence[str] = ()) -> int:
-        """How many web-only stories a reader of `topics` (no topics: all) has beyond the email."""
+    def more_count(self, topics: Sequence[str] = (), shown: Sequence[Story] = ()) -> int:
+        """How many of the day's web-only stories a reader of `topics` (none: all) has beyond
+        those `shown` in their email."""
         if not self.more:  # recorded before `more` was kept: only the count is known
             return self.overflow
-        if not topics:
-            return len(self.more)
-        return sum(1 for s in self.more if s.section in topics)
+        seen = {id(s) for s in shown}
+        return sum(1 for s in self.more if (not topics or s.section in topics) and id(s) not in seen)
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def render_edition(config: Config, edition: Edition, topics: Sequence[str]) -> R
     """One section set: render, then inline once; personalisation comes later by substitution."""
     from . import inline, render, select
 
-    stories = select.for_topics(edition, topics)
+    stories = select.for_topics(edition, topics, config.newsletter.max_stories, config.sections)
     return render.render_within(edition, stories, topics, config.newsletter, config.templates_dir, inline.inline_css)
 
 

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import jinja2
 
-from . import archive, pipeline, web
+from . import archive, pipeline, select, web
 from . import config as config_mod
 from .errors import DigestError
 from .models import Edition, Entry, Rendered
@@ -87,11 +87,10 @@ def reader_copy(config: Config, edition: Edition, subscriber: Subscriber | None,
     parts = {kind: message.get_body((kind,)) for kind in ("html", "plain")}
     body = {kind: str(part.get_content()) if part is not None else "" for kind, part in parts.items()}
     headers = {"subject": str(message["Subject"]), "to": str(message["To"]), "sender": str(message["From"])}
-    wanted = set(subscriber.topics) if subscriber and subscriber.topics else None
+    topics = subscriber.topics if subscriber else ()
     counts: dict[str, int] = {}
-    for story in edition.stories:
-        if wanted is None or story.section in wanted:
-            counts[story.section] = counts.get(story.section, 0) + 1
+    for story in select.for_topics(edition, topics, config.newsletter.max_stories, config.sections):
+        counts[story.section] = counts.get(story.section, 0) + 1
     return Copy(subscriber, rendered, headers, body["html"], body["plain"], tuple(counts.items()))
 
 

@@ -128,7 +128,7 @@ def render(
         raise RenderError(f"[newsletter] templates: folder {user_dir} does not exist: create it or remove the key")
     env = environment(user_dir)
     sections = _by_section(stories)
-    overflow = edition.more_count(topics) + dropped
+    overflow = edition.more_count(topics, stories) + dropped
     context = {
         "newsletter": newsletter,
         "edition": edition,

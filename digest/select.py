@@ -16,21 +16,18 @@ def arrange(
     now: datetime,
     feed_health: Sequence[str] = (),
 ) -> Edition:
-    """Keep the `max_stories` best (group order: most-covered first) for the email, the rest
-    for the web, each ordered by section.
+    """Keep the `max_stories` best (group order: most-covered first) for the email, ordered by
+    section; the rest, in group order, for the web and for readers of a few sections.
 
     The cap applies before the section order so that a busy section cannot crowd out the
     day's most-covered story from a later one.
     """
     rank = {name: i for i, name in enumerate(sections)}
-
-    def by_section(chosen: Sequence[Story]) -> tuple[Story, ...]:
-        return tuple(sorted(chosen, key=lambda s: rank.get(s.section, len(rank))))  # stable: group order within
-
-    more = by_section(stories[max_stories:])
+    kept = sorted(stories[:max_stories], key=lambda s: rank.get(s.section, len(rank)))  # stable: group order within
+    more = tuple(stories[max_stories:])
     return Edition(
         day=day,
-        stories=by_section(stories[:max_stories]),
+        stories=tuple(kept),
         created_at=now,
         overflow=len(more),
         feed_health=tuple(feed_health),
@@ -38,19 +35,25 @@ def arrange(
     )
 
 
-def for_topics(edition: Edition, topics: Sequence[str]) -> tuple[Story, ...]:
-    """The stories a subscriber with these topics gets; no topics means everything."""
-    return _wanted(edition.stories, topics)
+def for_topics(edition: Edition, topics: Sequence[str], max_stories: int, sections: Sequence[str]) -> tuple[Story, ...]:
+    """The stories a reader of `topics` gets, by section; no topics means the edition's email.
+
+    A reader of a few sections gets up to `max_stories` of theirs: the email's, then the
+    most covered of the day's others, so a quiet section is not left out on a busy day.
+    """
+    if not topics:
+        return edition.stories
+    wanted = set(topics)
+    mine = [s for s in edition.stories if s.section in wanted]
+    extra = [s for s in edition.more if s.section in wanted][: max(0, max_stories - len(mine))]
+    return _by_section((*mine, *extra), sections)
 
 
 def every_story(edition: Edition, sections: Sequence[str]) -> tuple[Story, ...]:
     """The email's stories and the web-only ones, by section (the email's first within each)."""
+    return _by_section((*edition.stories, *edition.more), sections)
+
+
+def _by_section(stories: Sequence[Story], sections: Sequence[str]) -> tuple[Story, ...]:
     rank = {name: i for i, name in enumerate(sections)}
-    return tuple(sorted((*edition.stories, *edition.more), key=lambda s: rank.get(s.section, len(rank))))
-
-
-def _wanted(stories: Sequence[Story], topics: Sequence[str]) -> tuple[Story, ...]:
-    if not topics:
-        return tuple(stories)
-    wanted = set(topics)
-    return tuple(s for s in stories if s.section in wanted)
+    return tuple(sorted(stories, key=lambda s: rank.get(s.section, len(rank))))  # stable
