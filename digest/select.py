@@ -22,12 +22,10 @@ def arrange(
     The cap applies before the section order so that a busy section cannot crowd out the
     day's most-covered story from a later one.
     """
-    rank = {name: i for i, name in enumerate(sections)}
-    kept = sorted(stories[:max_stories], key=lambda s: rank.get(s.section, len(rank)))  # stable: group order within
     more = tuple(stories[max_stories:])
     return Edition(
         day=day,
-        stories=tuple(kept),
+        stories=_by_section(stories[:max_stories], sections),
         created_at=now,
         overflow=len(more),
         feed_health=tuple(feed_health),
@@ -55,5 +53,6 @@ def every_story(edition: Edition, sections: Sequence[str]) -> tuple[Story, ...]:
 
 
 def _by_section(stories: Sequence[Story], sections: Sequence[str]) -> tuple[Story, ...]:
+    """In config section order, unknown sections last; stable, so group order holds within each."""
     rank = {name: i for i, name in enumerate(sections)}
-    return tuple(sorted(stories, key=lambda s: rank.get(s.section, len(rank))))  # stable
+    return tuple(sorted(stories, key=lambda s: rank.get(s.section, len(rank))))
