@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -34,6 +35,7 @@ LIMIT = 10_000
 FEED_ENTRIES = 50
 """Editions in the archive's Atom feed."""
 ATOM = "http://www.w3.org/2005/Atom"
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,16 @@ def listed(config: Config, limit: int = LIMIT) -> list[Listed]:
         return [Listed(*row) for row in store.edition_index(limit)]
 
 
+def parse_day(text: str) -> date | None:
+    """The day an archive address names ("2026-11-21"), or None for anything else."""
+    if not _DAY.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # 2026-13-45
+        return None
+
+
 def page(config: Config, day: date) -> str | None:
     """One day's edition on the web: every story, those the email had no room for included.
 
@@ -83,18 +95,18 @@ def page(config: Config, day: date) -> str | None:
     """
     with Store.read_only(config.state_path) as store:
         edition = store.edition(day)
-        renders = store.renders(day)
-    if edition is None:
-        return None
-    if edition.more or not edition.overflow:
-        stories = select.every_story(edition, config.sections)
-        whole = replace(edition, overflow=0, more=())  # nothing left over on the web
-        try:
-            body = render.render(whole, stories, (), config.newsletter, config.templates_dir, web=True).html
-            # a busy day's page has hundreds of story images: the browser fetches them as they scroll in
-            return neutral_html(body.replace("<img ", '<img loading="lazy" '), config.newsletter)
-        except RenderError as exc:
-            log.warning("archive %s: %s; showing the edition as it was sent", day, exc)
+        if edition is None:
+            return None
+        if edition.more or not edition.overflow:
+            stories = select.every_story(edition, config.sections)
+            whole = replace(edition, overflow=0, more=())  # nothing left over on the web
+            try:
+                body = render.render(whole, stories, (), config.newsletter, config.templates_dir, web=True).html
+                # a busy day's page has hundreds of story images: the browser fetches them as they scroll in
+                return neutral_html(body.replace("<img ", '<img loading="lazy" '), config.newsletter)
+            except RenderError as exc:
+                log.warning("archive %s: %s; showing the edition as it was sent", day, exc)
+        renders = store.renders(day)  # the stored emails, read only when they are what is shown
     if not renders:
         return None
     generic = renders.get(()) or max(renders.values(), key=lambda r: r.story_count)

@@ -15,7 +15,7 @@ import re
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from functools import cache
@@ -145,10 +145,8 @@ class Preview:
             return 200, "application/atom+xml", archive.feed(config, archive.listed(config, archive.FEED_ENTRIES), "")
         day = _ARCHIVE_DAY.match(path)
         if day:
-            try:
-                page = archive.page(config, date.fromisoformat(day[1]))
-            except ValueError:
-                page = None
+            when = archive.parse_day(day[1])
+            page = archive.page(config, when) if when else None
             if page is None:
                 return 404, "text/html", self._error(config, "Not found", f"no archived edition {day[1]}")
             return (200, "text/html", page) if path.endswith("/") else (301, path + "/", "")

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -52,7 +51,6 @@ ARCHIVE_SECONDS = 120.0
 """How long an archive page is served from memory: a busy day's page takes ~0.1 s to build."""
 ARCHIVE_PAGES = 16
 """Archive pages kept in memory (a busy day's is ~0.4 MB)."""
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class Site:
@@ -319,11 +317,7 @@ async def archive_feed(request: Request) -> Response:
 async def archive_day(request: Request) -> Response:
     """One edition with every story: where "N more stories on the web" leads."""
     site: Site = request.app.state.site
-    text = request.path_params["day"]
-    try:
-        day = date.fromisoformat(text) if _DAY.fullmatch(text) else None
-    except ValueError:
-        day = None
+    day = archive.parse_day(request.path_params["day"])
     body = await run_in_threadpool(site.cached, day.isoformat(), lambda c: archive.page(c, day)) if day else None
     if body is None:
         return _message(site.config(), 404, "Not found", "There is no edition for that day.")
