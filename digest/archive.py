@@ -56,6 +56,10 @@ class Listed:
     def top(self) -> str:
         return self.tops[0] if self.tops else ""
 
+    @property
+    def when(self) -> str:
+        return render.long_date(self.day)
+
 
 def neutral_html(page: str, newsletter: NewsletterSettings) -> str:
     """A rendering for the web: personalisation markers become neutral text."""
@@ -153,8 +157,7 @@ def feed(config: Config, editions: list[Listed], base: str) -> str:
     element(top, "generator", "digest")
     for edition in shown:
         entry = element(top, "entry")
-        when = edition.day.strftime("%A, %-d %B %Y")
-        element(entry, "title", f"{when}: {edition.top}" if edition.top else when)
+        element(entry, "title", f"{edition.when}: {edition.top}" if edition.top else edition.when)
         element(entry, "id", ident(edition.key + "/"))
         element(entry, "link", rel="alternate", type="text/html", href=f"{root}{edition.key}/")
         element(entry, "updated", _stamp(edition.created))

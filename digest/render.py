@@ -14,7 +14,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -134,7 +134,7 @@ def render(
         "edition": edition,
         "sections": sections,
         "topics": list(topics),
-        "date_long": edition.day.strftime("%A, %-d %B %Y"),
+        "date_long": long_date(edition.day),
         "in_this_edition": _in_this_edition(sections, overflow),
         "preheader": " · ".join(s.lead.title for s in stories[:3]),
         "overflow": overflow,
@@ -149,6 +149,11 @@ def render(
     html = _render(env, "digest.html.j2", context, user_dir)
     text = _render(env, "digest.txt.j2", context, user_dir)
     return Rendered(tuple(topics), subject(newsletter, edition, stories), html, text, len(stories))
+
+
+def long_date(day: date) -> str:
+    """How an edition's day reads to people: "Saturday, 21 November 2026"."""
+    return day.strftime("%A, %-d %B %Y")
 
 
 def subject(newsletter: NewsletterSettings, edition: Edition, stories: Sequence[Story]) -> str:

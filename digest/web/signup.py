@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
+from .. import archive, mail
 from .. import config as config_mod
-from .. import mail
 from ..bounce_store import BounceBook
 from ..settings import Config, Subscriber
 from ..signup_store import CONFIRM_VALID, Signup, SignupBook
@@ -133,7 +133,7 @@ def subscribe_page(
 ) -> Page:
     """The signup form, with the latest edition's headlines: a reader deciding sees what comes."""
     values = values or {}
-    latest = store.edition_index(1) if store is not None else []
+    latest = [archive.Listed(*row) for row in store.edition_index(1)] if store is not None else []
     return Page(
         400 if errors else 200,
         "web/subscribe.html.j2",
@@ -144,7 +144,7 @@ def subscribe_page(
             "errors": errors or {},
             "form_token": form_token(visit.secret, visit.now),
             "honeypot": HONEYPOT,
-            "latest": [(day.strftime("%A, %-d %B %Y"), day.isoformat(), tops) for day, _, _, tops in latest],
+            "latest": latest,
         },
     )
 
