@@ -5,7 +5,6 @@ Maildir, the links followed from the delivered email; the page read in headless 
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 import subprocess
@@ -19,6 +18,7 @@ import feedparser
 import httpx
 import pytest
 from conftest import MakeConfig
+from test_preview import snapshot
 from test_web_browser import browser  # noqa: F401  (the module's Chromium fixture)
 from test_web_signup import DAY1, html_part, start
 
@@ -26,11 +26,6 @@ from digest import config as config_mod
 from digest.store import Store
 
 DAY = DAY1[:10]
-
-
-def files(folder: Path) -> dict[str, str]:
-    """Every file under `folder` by relative path, with a hash of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))}
 
 
 @pytest.fixture
@@ -69,7 +64,7 @@ def test_the_emails_web_links_lead_to_every_story(sent: tuple[Path, str, str]) -
     assert view and view[1] == more_link[1] == f"{base}/archive/{DAY}/"
 
     state = config_mod.load(config).state_path.parent
-    before = files(state)
+    before = snapshot(state)
     page = httpx.get(html.unescape(more_link[1]), timeout=20)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     text = html.unescape(page.text)
@@ -92,7 +87,7 @@ def test_the_emails_web_links_lead_to_every_story(sent: tuple[Path, str, str]) -
     for missing in ("2026-11-20/", "2026-13-45/", "yesterday/", "../config.toml/"):
         assert httpx.get(f"{base}/archive/{missing}", timeout=20).status_code == 404, missing
     assert httpx.post(f"{base}/archive/{DAY}/", timeout=20).status_code == 405
-    assert files(state) == before  # a GET changes nothing
+    assert snapshot(state) == before  # a GET changes nothing
 
 
 def test_the_archive_page_reads_on_a_phone(browser: object, sent: tuple[Path, str, str], tmp_path: Path) -> None:  # noqa: F811
