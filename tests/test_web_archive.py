@@ -11,7 +11,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import date
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import feedparser
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from conftest import MakeConfig
 from test_preview import snapshot
-from test_web_browser import browser  # noqa: F401  (the module's Chromium fixture)
+from test_web_browser import browser, maildir_messages  # noqa: F401  (browser: the module's Chromium fixture)
 from test_web_signup import DAY1, html_part, start
 
 from digest import config as config_mod
@@ -40,14 +39,8 @@ def sent(make_config: MakeConfig) -> Iterator[tuple[Path, str, str]]:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "stories (" in done.stdout and "more on the web)" in done.stdout, done.stdout
-        folder = config_mod.load(config).delivery.maildir / "new"
-        for path in folder.iterdir():
-            message = message_from_bytes(path.read_bytes(), policy=policy.default)
-            if "ada@example.com" in str(message["To"]):
-                yield config, base, html_part(message)  # type: ignore[arg-type]
-                break
-        else:
-            pytest.fail("no email for ada@example.com")
+        [ada] = [m for m in maildir_messages(config) if "ada@example.com" in str(m["To"])]
+        yield config, base, html_part(ada)
     finally:
         server.shutdown()
         server.server_close()
